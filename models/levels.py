@@ -1,0 +1,266 @@
+"""Semantic spine mask to named vertebrae and discs, and the geometry of each disc level.
+
+Levels are counted from the sacrum upwards because the sacrum is the one landmark a lumbar
+sagittal field of view reliably contains; counting from the top would depend on where the
+operator placed the field of view. Whenever the count cannot be trusted (no sacrum seen,
+fewer than five discs above it, a rudimentary lowest disc that suggests transitional
+anatomy) the labelling says so instead of guessing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from lumbar_common.vocabulary import (
+    LEVELS,
+    SPIDER_CANAL,
+    SPIDER_PARTIAL_OFFSET,
+    SPIDER_SACRUM,
+    spider_disc_label,
+    spider_vertebra_label,
+)
+from models.study import LevelGeometry, Volume
+
+VERTEBRA, DISC, CANAL = 1, 2, 3
+#: disc components smaller than this fraction of the median disc are noise
+MIN_DISC_FRACTION = 0.2
+#: the sacral disc plane is tilted at least this much (degrees) against the disc above
+SACRAL_TILT_DEG = 12.0
+#: a lowest disc thinner than this fraction of the median disc suggests a transitional segment
+RUDIMENTARY_DISC_FRACTION = 0.45
+#: names of discs counted upwards from the sacrum
+_DISCS_FROM_SACRUM = ("L5-S1", "L4-L5", "L3-L4", "L2-L3", "L1-L2", "T12-L1", "T11-T12", "T10-T11")
+_VERTEBRAE_FROM_SACRUM = ("L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10")
+
+
+@dataclass
+class Instance:
+    """One vertebra or disc found in the mask."""
+
+    name: str
+    kind: str  # "vertebra" | "disc" | "sacrum"
+    label: int  # SPIDER value
+    mask: np.ndarray  # bool, volume grid
+    centre_lps: np.ndarray
+    partial: bool = False
+
+
+@dataclass
+class LevelLabelling:
+    """Output of :func:`label_levels`: instance labels, disc geometry and how sure it is."""
+
+    labels: np.ndarray
+    instances: dict[str, Instance]
+    levels: list[LevelGeometry]
+    anchor: str
+    ambiguous: bool
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """The ``level_labelling`` object of findings.json."""
+        return {"anchor": self.anchor, "ambiguous": self.ambiguous,
+                "warnings": list(self.warnings)}
+
+
+def _voxel_lps(volume: Volume, mask: np.ndarray) -> np.ndarray:
+    return volume.index_to_lps(np.argwhere(mask))
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    if n < 1e-9:
+        raise ValueError("zero-length direction")
+    return v / n
+
+
+def _thinnest_axis(points: np.ndarray) -> np.ndarray:
+    centred = points - points.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return vt[-1]
+
+
+def _touches_edge(mask: np.ndarray) -> bool:
+    return bool(mask[:, 0, :].any() or mask[:, -1, :].any() or mask[:, :, 0].any()
+                or mask[:, :, -1].any())
+
+
+def _disc_components(volume: Volume, disc: np.ndarray) -> tuple[list[np.ndarray], list[str]]:
+    comp, n = ndimage.label(disc, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return [], []
+    sizes = ndimage.sum_labels(np.ones_like(comp), comp, index=np.arange(1, n + 1))
+    keep = sizes >= MIN_DISC_FRACTION * np.median(sizes)
+    dropped = int((~keep).sum())
+    notes = [f"{dropped} small disc fragment(s) ignored"] if dropped else []
+    return [comp == i + 1 for i in np.flatnonzero(keep)], notes
+
+
+def _lr_axis(volume: Volume) -> np.ndarray:
+    """Unit slice normal of the sagittal volume: the patient's left-right direction."""
+    return _unit(volume.affine[:3, 0])
+
+
+def _in_plane(v: np.ndarray, lr: np.ndarray) -> np.ndarray:
+    return _unit(v - (v @ lr) * lr)
+
+
+def label_levels(volume: Volume, semantic: np.ndarray) -> LevelLabelling:
+    """Split a semantic mask (0 bg, 1 vertebra, 2 disc, 3 canal) into named instances.
+
+    ``semantic`` lies in the grid of ``volume`` (a sagittal series).
+    """
+    if semantic.shape != volume.array.shape:
+        raise ValueError(f"mask shape {semantic.shape} differs from volume {volume.array.shape}")
+    bad = np.setdiff1d(np.unique(semantic), [0, VERTEBRA, DISC, CANAL])
+    if bad.size:
+        raise ValueError(f"semantic mask holds unknown class values {bad.tolist()}")
+    warnings: list[str] = []
+    lr = _lr_axis(volume)
+    discs, notes = _disc_components(volume, semantic == DISC)
+    warnings += notes
+    labels = np.zeros(semantic.shape, np.uint16)
+    labels[semantic == CANAL] = SPIDER_CANAL
+    if len(discs) < 2:
+        warnings.append(f"only {len(discs)} disc(s) segmented: levels cannot be named")
+        return LevelLabelling(labels, {}, [], "none", True, warnings)
+
+    centres = np.array([_voxel_lps(volume, d).mean(axis=0) for d in discs])
+    # order cranial -> caudal along the line through the disc centres (LPS +z is superior)
+    _, _, vt = np.linalg.svd(centres - centres.mean(axis=0), full_matrices=False)
+    axis = vt[0] if vt[0][2] >= 0 else -vt[0]
+    order = np.argsort(-(centres @ axis))
+    discs = [discs[i] for i in order]
+    centres = centres[order]
+
+    normals = []
+    for i, d in enumerate(discs):
+        n = _in_plane(_thinnest_axis(_voxel_lps(volume, d)), lr)
+        local = centres[max(i - 1, 0)] - centres[min(i + 1, len(discs) - 1)]
+        normals.append(n if n @ local >= 0 else -n)
+    normals = np.array(normals)
+
+    # vertebra voxels: the slab between two consecutive disc planes, decided at the nearest disc
+    vert = semantic == VERTEBRA
+    vidx = np.argwhere(vert)
+    vpts = volume.index_to_lps(vidx)
+    nearest = np.argmin(((vpts[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+    above = ((vpts - centres[nearest]) * normals[nearest]).sum(-1) > 0
+    slab = nearest + (~above)  # 0 = above the top disc, len(discs) = below the lowest disc
+    slabs: list[np.ndarray] = []
+    for k in range(len(discs) + 1):
+        m = np.zeros(semantic.shape, bool)
+        sel = vidx[slab == k]
+        m[sel[:, 0], sel[:, 1], sel[:, 2]] = True
+        slabs.append(m)
+
+    heights = np.array([_extent(_voxel_lps(volume, d), centres[i], normals[i])
+                        for i, d in enumerate(discs)])
+    lowest_tilt = float(np.degrees(np.arccos(np.clip(abs(normals[-1] @ normals[-2]), 0, 1))))
+    below = slabs[-1]
+    below_height = _extent(_voxel_lps(volume, below), centres[-1], normals[-1]) if below.any() \
+        else 0.0
+    body_heights = [_extent(_voxel_lps(volume, s), centres[k], normals[k])
+                    for k, s in enumerate(slabs[1:-1]) if s.any()]
+    typical_body = float(np.median(body_heights)) if body_heights else 0.0
+    sacrum_seen = below.any() and (
+        lowest_tilt >= SACRAL_TILT_DEG or below_height >= 1.3 * typical_body)
+    anchor, ambiguous = "sacrum", False
+    if not sacrum_seen:
+        ambiguous = True
+        anchor = "lowest disc (sacrum not seen)"
+        warnings.append("sacrum not identified below the lowest disc "
+                        f"(tilt {lowest_tilt:.0f}°, height {below_height:.0f} mm): the lowest "
+                        "disc is assumed to be L5-S1")
+    if heights[-1] < RUDIMENTARY_DISC_FRACTION * float(np.median(heights[:-1])):
+        ambiguous = True
+        warnings.append(f"lowest disc is rudimentary ({heights[-1]:.1f} mm vs median "
+                        f"{float(np.median(heights[:-1])):.1f} mm): possible transitional "
+                        "lumbosacral segment")
+    if len(discs) < len(LEVELS):
+        ambiguous = True
+        warnings.append(f"only {len(discs)} discs in the field of view: levels above "
+                        f"{_DISCS_FROM_SACRUM[len(discs) - 1]} are not seen")
+    if len(discs) > len(_DISCS_FROM_SACRUM):
+        ambiguous = True
+        warnings.append(f"{len(discs)} discs found, more than can be named")
+
+    instances: dict[str, Instance] = {}
+    n_named = min(len(discs), len(_DISCS_FROM_SACRUM))
+    for j in range(n_named):
+        i = len(discs) - 1 - j
+        name = _DISCS_FROM_SACRUM[j]
+        value = spider_disc_label(name)
+        labels[discs[i]] = value
+        instances[name] = Instance(name, "disc", value, discs[i], centres[i])
+    for j in range(min(len(slabs), len(_VERTEBRAE_FROM_SACRUM) + 1)):
+        k = len(slabs) - 1 - j
+        part = _largest_parts(slabs[k])
+        if not part.any():
+            continue
+        if j == 0:
+            if not sacrum_seen:
+                continue
+            name, value, kind = "S1", SPIDER_SACRUM, "sacrum"
+        else:
+            name, kind = _VERTEBRAE_FROM_SACRUM[j - 1], "vertebra"
+            value = spider_vertebra_label(name)
+        partial = _touches_edge(part) and kind != "sacrum"
+        if partial:
+            value += SPIDER_PARTIAL_OFFSET
+        labels[part] = value
+        instances[name] = Instance(name, kind, value, part,
+                                   _voxel_lps(volume, part).mean(axis=0), partial)
+
+    canal = semantic == CANAL
+    canal_pts = _voxel_lps(volume, canal) if canal.any() else np.zeros((0, 3))
+    levels: list[LevelGeometry] = []
+    for j in range(min(len(discs), len(LEVELS))):
+        i = len(discs) - 1 - j
+        name = _DISCS_FROM_SACRUM[j]
+        cranial = normals[i]
+        posterior = _unit(np.cross(cranial, lr))
+        if posterior[1] < 0:
+            posterior = -posterior
+        level_warn: list[str] = []
+        canal_centre = _canal_centre(canal_pts, centres[i], cranial, posterior)
+        if canal_centre is None:
+            level_warn.append("spinal canal not segmented at this disc")
+            canal_centre = centres[i] + posterior * 25.0
+        levels.append(LevelGeometry(name, centres[i], cranial, posterior, canal_centre,
+                                    tuple(level_warn)))
+    levels.sort(key=lambda g: LEVELS.index(g.level))
+    if "L5" not in instances and sacrum_seen:
+        warnings.append("no vertebra between the two lowest discs")
+    return LevelLabelling(labels, instances, levels, anchor, ambiguous, warnings)
+
+
+def _extent(points: np.ndarray, centre: np.ndarray, direction: np.ndarray) -> float:
+    if len(points) == 0:
+        return 0.0
+    d = (points - centre) @ direction
+    return float(np.percentile(d, 98) - np.percentile(d, 2))
+
+
+def _largest_parts(mask: np.ndarray) -> np.ndarray:
+    """Drop specks: keep components of at least 10 % of the largest one."""
+    comp, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = ndimage.sum_labels(np.ones_like(comp), comp, index=np.arange(1, n + 1))
+    keep = np.flatnonzero(sizes >= 0.1 * sizes.max()) + 1
+    return np.isin(comp, keep)
+
+
+def _canal_centre(canal_pts: np.ndarray, centre: np.ndarray, cranial: np.ndarray,
+                  posterior: np.ndarray) -> np.ndarray | None:
+    if len(canal_pts) == 0:
+        return None
+    rel = canal_pts - centre
+    near = (np.abs(rel @ cranial) <= 3.0) & (rel @ posterior > 0) & (
+        np.linalg.norm(rel, axis=1) <= 60.0)
+    if not near.any():
+        return None
+    return canal_pts[near].mean(axis=0)

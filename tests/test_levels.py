@@ -1,0 +1,125 @@
+"""Level labelling on spine phantoms whose anatomy is known exactly."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lumbar_common.vocabulary import LEVELS, SPIDER_SACRUM, spider_disc_label
+from models.levels import label_levels
+from models.study import Volume
+
+BODY_H, DISC_H, DEPTH = 24.0, 9.0, 34.0
+
+
+def phantom(n_lumbar: int = 5, n_above: int = 2, sacrum: bool = True, l5s1_height: float = DISC_H,
+            sacral_tilt_deg: float = 35.0, posterior_elements: bool = True):
+    """Sagittal semantic mask of a lordotic spine, and the disc centres by name (LPS)."""
+    shape = (9, 240, 130)  # slices along x (3 mm), rows S->I (1 mm), cols A->P (1 mm)
+    affine = np.eye(4)
+    affine[:3, 0] = [-3.0, 0.0, 0.0]
+    affine[:3, 1] = [0.0, 0.0, -1.0]
+    affine[:3, 2] = [0.0, 1.0, 0.0]
+    affine[:3, 3] = [12.0, -66.0, 110.0]
+    vol = Volume("sag_t2", "1.2.3", np.zeros(shape, np.float32), affine, tuple("x" * shape[0]))
+    idx = np.indices(shape).reshape(3, -1).T
+    pts = vol.index_to_lps(idx)
+    mask = np.zeros(len(pts), np.uint8)
+    names_v = ["L5", "L4", "L3", "L2", "L1", "T12", "T11"]
+    if n_lumbar == 6:
+        names_v = ["L6", *names_v]
+    # build from the sacrum upwards: each segment rotates the local frame by a few degrees
+    centre = np.array([0.0, 18.0, -100.0])
+    up = np.array([0.0, -math.sin(math.radians(sacral_tilt_deg)),
+                   math.cos(math.radians(sacral_tilt_deg))])
+    truth: dict[str, np.ndarray] = {}
+
+    def box(c, u, h, d, w, value, shift=0.0):
+        post = np.cross(u, [1.0, 0.0, 0.0])
+        post = post if post[1] > 0 else -post
+        rel = pts - c
+        inside = (np.abs(rel @ u) <= h / 2) & (np.abs(rel @ post - shift) <= d / 2) & (
+            np.abs(rel[:, 0]) <= w / 2)
+        mask[inside] = value
+        return post
+
+    if sacrum:
+        box(centre - up * 30, up, 60, DEPTH + 6, 40, 1)
+    top = centre
+    heights = [l5s1_height] + [DISC_H] * (n_lumbar + n_above)
+    for k in range(n_lumbar + n_above):
+        disc_c = top + up * heights[k] / 2
+        post = box(disc_c, up, heights[k], DEPTH, 36, 2)
+        truth[f"disc{k}"] = disc_c
+        up = np.array([0.0, up[1] + 0.09, up[2]])
+        up /= np.linalg.norm(up)
+        body_c = disc_c + up * (heights[k] / 2 + BODY_H / 2)
+        box(body_c, up, BODY_H, DEPTH, 36, 1)
+        if posterior_elements:  # arch behind the canal, touching the next arch
+            box(body_c, up, BODY_H + heights[k] + 1, 12, 20, 1, shift=DEPTH / 2 + 22)
+        box(body_c, up, BODY_H + DISC_H + 1, 13, 14, 3, shift=DEPTH / 2 + 8)
+        top = body_c + up * BODY_H / 2
+        del post
+    return vol, mask.reshape(shape), truth, names_v
+
+
+def _disc_names_from_sacrum(n):
+    return ["L5-S1", "L4-L5", "L3-L4", "L2-L3", "L1-L2", "T12-L1", "T11-T12"][:n]
+
+
+def test_normal_spine_named_from_sacrum():
+    vol, sem, truth, _ = phantom()
+    out = label_levels(vol, sem)
+    assert out.anchor == "sacrum" and not out.ambiguous, out.warnings
+    assert [g.level for g in out.levels] == list(LEVELS)
+    for k, name in enumerate(_disc_names_from_sacrum(5)):
+        geom = next(g for g in out.levels if g.level == name)
+        assert np.linalg.norm(geom.disc_centre_lps - truth[f"disc{k}"]) < 1.5, name
+        assert np.isclose(np.linalg.norm(geom.cranial_lps), 1.0)
+        assert geom.cranial_lps[2] > 0.5 and geom.posterior_lps[1] > 0.5
+        assert abs(geom.cranial_lps @ geom.posterior_lps) < 1e-6
+        assert (geom.canal_centre_lps - geom.disc_centre_lps) @ geom.posterior_lps > 15
+    assert (out.labels == SPIDER_SACRUM).any()
+    for level in LEVELS:
+        assert (out.labels == spider_disc_label(level)).any()
+    # posterior arches touch each other: every vertebra still gets its own label
+    for name, value in [("L5", 1), ("L4", 2), ("L1", 5), ("T12", 6)]:
+        assert out.instances[name].label == value
+    l5 = out.instances["L5"].centre_lps
+    assert l5[2] < out.instances["L4"].centre_lps[2]
+
+
+def test_sacrum_not_in_view_is_flagged():
+    vol, sem, _, _ = phantom(sacrum=False, sacral_tilt_deg=5.0)
+    out = label_levels(vol, sem)
+    assert out.ambiguous and "sacrum not" in out.anchor
+    assert any("sacrum not identified" in w for w in out.warnings)
+
+
+def test_rudimentary_lowest_disc_flags_transitional_anatomy():
+    vol, sem, _, _ = phantom(l5s1_height=3.0)
+    out = label_levels(vol, sem)
+    assert out.ambiguous
+    assert any("transitional" in w for w in out.warnings)
+
+
+def test_short_field_of_view_flagged():
+    vol, sem, _, _ = phantom(n_lumbar=3, n_above=0)
+    out = label_levels(vol, sem)
+    assert out.ambiguous
+    assert [g.level for g in out.levels] == ["L3-L4", "L4-L5", "L5-S1"]
+    assert any("only 3 discs" in w for w in out.warnings)
+
+
+def test_bad_masks_are_named():
+    vol, sem, _, _ = phantom()
+    with pytest.raises(ValueError, match="shape"):
+        label_levels(vol, sem[:, :10])
+    bad = sem.copy()
+    bad[0, 0, 0] = 7
+    with pytest.raises(ValueError, match=r"\[7\]"):
+        label_levels(vol, bad)
+    empty = label_levels(vol, np.zeros_like(sem))
+    assert empty.ambiguous and not empty.levels
