@@ -1,0 +1,222 @@
+"""Node settings from `LUMBAR_NODE_*` environment variables or a TOML file.
+
+Everything has a default that runs on one machine with no server at all (SQLite file,
+filesystem broker) so `lumbar-node demo` works out of the box; production points the same
+keys at PostgreSQL and Redis. Nothing here opens a connection: callers build engines and
+brokers from the values when they need them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_PREFIX = "LUMBAR_NODE_"
+_AE_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """One allowlist entry: an AE title, optionally pinned to an IP address."""
+
+    ae_title: str  # "*" matches any AE
+    ip: str | None = None
+
+    def matches(self, ae_title: str, ip: str | None) -> bool:
+        if self.ae_title != "*" and self.ae_title != ae_title.strip():
+            return False
+        return self.ip is None or self.ip == ip
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where results go: a DIMSE peer (`AE@host:port`) or a DICOMweb base URL."""
+
+    kind: str  # "dimse" | "dicomweb"
+    ae_title: str = ""
+    host: str = ""
+    port: int = 0
+    url: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.url if self.kind == "dicomweb" else f"{self.ae_title}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    data_dir: Path = Path("var")
+    spool_dir: Path | None = None
+    database_url: str = ""
+    broker_url: str = ""
+    result_backend: str = ""
+    ae_title: str = "LUMBARNODE"
+    dimse_host: str = "0.0.0.0"
+    dimse_port: int = 11112
+    http_host: str = "0.0.0.0"
+    http_port: int = 8080
+    allowed_callers: tuple[Caller, ...] = ()
+    destinations: tuple[Destination, ...] = ()
+    return_ports: Mapping[str, int] = field(default_factory=dict)
+    api_token: str = ""
+    settle_seconds: float = 10.0
+    study_timeout_seconds: float = 120.0
+    ignore_non_lumbar: bool = True
+    max_associations: int = 10
+    max_pdu_size: int = 65536
+    max_instance_bytes: int = 512 * 1024 * 1024
+    max_instances_per_study: int = 5000
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    delivery_max_attempts: int = 8
+    delivery_backoff_seconds: float = 30.0
+    delivery_backoff_cap_seconds: float = 3600.0
+    job_time_limit_seconds: int = 1800
+    job_stale_seconds: int = 3600
+    scheduler_interval_seconds: float = 1.0
+
+    @property
+    def spool(self) -> Path:
+        return self.spool_dir or self.data_dir / "spool"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.data_dir / "results"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'lumbar-node.sqlite').resolve()}"
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        """Message folder of the embedded filesystem broker."""
+        return (self.data_dir / "broker").resolve()
+
+    def replace(self, **changes: object) -> NodeConfig:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def parse_callers(text: str) -> tuple[Caller, ...]:
+    """`AE`, `AE@ip` or `*`, comma-separated; an empty string allows nobody."""
+    callers = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        ae, _, ip = item.partition("@")
+        if not _AE_RE.match(ae) or (ae != "*" and "\\" in ae):
+            raise ValueError(f"invalid AE title in ALLOWED_CALLERS: {ae!r}")
+        callers.append(Caller(ae.strip(), ip.strip() or None))
+    return tuple(callers)
+
+
+def parse_destinations(text: str) -> tuple[Destination, ...]:
+    """`AE@host:port` for C-STORE, `http(s)://...` for STOW-RS, comma-separated."""
+    out = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        if item.startswith(("http://", "https://")):
+            out.append(Destination("dicomweb", url=item.rstrip("/")))
+            continue
+        match = re.fullmatch(r"([^@]{1,16})@([^:]+):(\d{1,5})", item)
+        if not match or not 0 < int(match.group(3)) < 65536:
+            raise ValueError(f"invalid destination {item!r}: expected AE@host:port or http(s)://")
+        out.append(Destination("dimse", match.group(1), match.group(2), int(match.group(3))))
+    return tuple(out)
+
+
+def parse_return_ports(text: str) -> dict[str, int]:
+    """`AE=port,...`: where to reach a calling AE's own SCP when no destination is set."""
+    ports: dict[str, int] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        ae, sep, port = item.partition("=")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"invalid RETURN_PORTS entry {item!r}: expected AE=port")
+        ports[ae.strip()] = int(port)
+    return ports
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig)}
+_PARSERS = {
+    "allowed_callers": parse_callers,
+    "destinations": parse_destinations,
+    "return_ports": parse_return_ports,
+}
+
+
+def _convert(name: str, raw: object) -> object:
+    if name in _PARSERS:
+        if isinstance(raw, list):
+            raw = ",".join(str(r) for r in raw)
+        if isinstance(raw, dict):
+            raw = ",".join(f"{k}={v}" for k, v in raw.items())
+        return _PARSERS[name](str(raw))
+    kind = _FIELDS[name].type
+    text = str(raw).strip()
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            value = float(text)
+            if value < 0:
+                raise ValueError
+            return value
+        if kind == "bool":
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind in ("Path", "Path | None"):
+            return Path(text) if text else None
+    except ValueError:
+        raise ValueError(f"invalid value for {ENV_PREFIX}{name.upper()}: {raw!r}") from None
+    return text
+
+
+def load_config(
+    env: Mapping[str, str] | None = None, toml_path: Path | None = None, **overrides: object
+) -> NodeConfig:
+    """TOML file first, then environment, then explicit overrides (highest)."""
+    env = os.environ if env is None else env
+    values: dict[str, object] = {}
+    if toml_path is None and env.get(f"{ENV_PREFIX}CONFIG"):
+        toml_path = Path(env[f"{ENV_PREFIX}CONFIG"])
+    if toml_path is not None:
+        with open(toml_path, "rb") as fh:
+            data = tomllib.load(fh)
+        for key, raw in data.get("lumbar_node", data).items():
+            name = key.lower()
+            if name not in _FIELDS:
+                raise ValueError(f"unknown setting {key!r} in {toml_path}")
+            values[name] = _convert(name, raw)
+    for key, raw in env.items():
+        if key.startswith(ENV_PREFIX) and key != f"{ENV_PREFIX}CONFIG":
+            name = key[len(ENV_PREFIX) :].lower()
+            if name not in _FIELDS:
+                raise ValueError(f"unknown setting {key}")
+            values[name] = _convert(name, raw)
+    for name, raw in overrides.items():
+        if name not in _FIELDS:
+            raise ValueError(f"unknown setting {name!r}")
+        values[name] = raw if not isinstance(raw, str) else _convert(name, raw)
+    if "data_dir" in values and values["data_dir"] is None:
+        raise ValueError("DATA_DIR must not be empty")
+    config = NodeConfig(**values)  # type: ignore[arg-type]
+    if not _AE_RE.match(config.ae_title):
+        raise ValueError(f"invalid AE_TITLE {config.ae_title!r}")
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise ValueError("TLS_CERT and TLS_KEY must be given together")
+    return config

@@ -1,0 +1,1 @@
+"""DICOM upper-layer services: the C-STORE/C-ECHO SCP and the C-STORE SCU for results."""

@@ -1,0 +1,136 @@
+"""The C-STORE / C-ECHO SCP.
+
+Access is decided once per association (calling AE allowlist, optional IP pin, called AE
+must be ours) and every refusal is audited. The C-STORE handler writes the dataset as the
+peer encoded it (no decode/re-encode round trip) through :class:`~dicom_node.ingest.Ingestor`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicom_node import audit
+from dicom_node.config import NodeConfig
+from dicom_node.db.session import transaction
+from dicom_node.ingest import SUCCESS, IngestError, Ingestor
+from dicom_node.sop_classes import STORAGE_CLASSES, TRANSFER_SYNTAXES
+from dicom_node.tls import server_context
+
+log = logging.getLogger(__name__)
+
+REJECT_PERMANENT, SOURCE_USER = 0x01, 0x01
+CALLING_AE_NOT_RECOGNISED, CALLED_AE_NOT_RECOGNISED = 0x03, 0x07
+
+
+class StoreSCP:
+    def __init__(
+        self, config: NodeConfig, sessions: sessionmaker[Session], ingestor: Ingestor | None = None
+    ) -> None:
+        self.config = config
+        self.sessions = sessions
+        self.ingestor = ingestor or Ingestor(config, sessions)
+        self.server: ThreadedAssociationServer | None = None
+        if not config.allowed_callers:
+            log.warning("ALLOWED_CALLERS is empty: every calling AE will be rejected")
+
+    def build_ae(self) -> AE:
+        ae = AE(ae_title=self.config.ae_title)
+        ae.maximum_associations = self.config.max_associations
+        ae.maximum_pdu_size = self.config.max_pdu_size
+        ae.require_called_aet = True
+        ae.add_supported_context(Verification)
+        for uid in STORAGE_CLASSES:
+            ae.add_supported_context(uid, TRANSFER_SYNTAXES)
+        return ae
+
+    def start(self) -> ThreadedAssociationServer:
+        """Serve in background threads; returns the server (``shutdown()`` to stop)."""
+        handlers = [
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+        ]
+        self.server = self.build_ae().start_server(
+            (self.config.dimse_host, self.config.dimse_port),
+            block=False,
+            evt_handlers=handlers,
+            ssl_context=server_context(self.config),
+        )
+        log.info("DICOM SCP %s listening on %s:%s", self.config.ae_title,
+                 self.config.dimse_host, self.server.server_address[1])
+        return self.server
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+
+    # --- handlers -----------------------------------------------------------------------
+
+    def _on_requested(self, event: Any) -> None:
+        requestor = event.assoc.requestor
+        calling = str(requestor.primitive.calling_ae_title).strip()
+        called = str(requestor.primitive.called_ae_title).strip()
+        ip = str(requestor.address)
+        if called != self.config.ae_title:
+            self._reject(event, calling, ip, CALLED_AE_NOT_RECOGNISED,
+                         f"called AE {called!r} is not {self.config.ae_title!r}")
+        elif not any(c.matches(calling, ip) for c in self.config.allowed_callers):
+            why = ("no callers are allowed (ALLOWED_CALLERS is empty)"
+                   if not self.config.allowed_callers else f"calling AE {calling!r} from {ip} "
+                   "is not in ALLOWED_CALLERS")
+            self._reject(event, calling, ip, CALLING_AE_NOT_RECOGNISED, why)
+        else:
+            self._audit("association.accepted", ae_title=calling, ip=ip, called_ae=called)
+
+    def _reject(self, event: Any, calling: str, ip: str, diagnostic: int, why: str) -> None:
+        log.warning("association rejected: %s", why)
+        event.assoc.acse.send_reject(REJECT_PERMANENT, SOURCE_USER, diagnostic)
+        self._audit("association.rejected", ae_title=calling, ip=ip, reason=why)
+
+    def _audit(self, event_type: str, *, ae_title: str, ip: str, **detail: Any) -> None:
+        try:
+            with transaction(self.sessions) as session:
+                audit.record(session, event_type, ae_title=ae_title, ip=ip, actor="dimse",
+                             **detail)
+        except Exception:  # auditing must not take the SCP down; the log keeps the trace
+            log.exception("could not record audit event %s", event_type)
+
+    def _on_echo(self, event: Any) -> int:
+        return SUCCESS
+
+    def _on_store(self, event: Any) -> int | Dataset:
+        requestor = event.assoc.requestor
+        calling, ip = str(requestor.ae_title).strip(), str(requestor.address)
+        try:
+            stored = self.ingestor.store(
+                event.encoded_dataset(include_meta=True),
+                source="dimse",
+                ae_title=calling,
+                ip=ip,
+                expected_sop_uid=str(event.request.AffectedSOPInstanceUID or ""),
+            )
+        except IngestError as exc:
+            log.warning("C-STORE from %s refused (0x%04X): %s", calling, exc.status, exc.reason)
+            self._audit("instance.refused", ae_title=calling, ip=ip, status=f"0x{exc.status:04X}",
+                        reason=exc.reason)
+            status = Dataset()
+            status.Status = exc.status
+            status.ErrorComment = exc.reason[:64]
+            return status
+        except Exception as exc:  # an unexpected fault is reported as out of resources
+            log.exception("C-STORE from %s failed", calling)
+            status = Dataset()
+            status.Status = 0xA700
+            status.ErrorComment = f"internal error: {type(exc).__name__}"[:64]
+            return status
+        if stored.duplicate:
+            log.info("duplicate instance from %s ignored", calling)
+        return SUCCESS

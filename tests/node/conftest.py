@@ -1,0 +1,85 @@
+"""Fixtures: a throwaway PostgreSQL database per session, SQLite per test, node configs."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from dicom_node.config import NodeConfig, load_config
+from dicom_node.db import migrate
+from dicom_node.db.session import make_engine, make_sessionmaker
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _pg_admin(sql: str) -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session (or xdist worker)."""
+    name = f"lumbar_node_test_{secrets.token_hex(4)}"
+    try:
+        _pg_admin(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is required: {exc}")
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    migrate.upgrade(url)
+    yield url
+    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_engine(pg_url: str) -> Iterator[Engine]:
+    engine = make_engine(pg_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture()
+def pg_session(pg_engine: Engine) -> Iterator[Session]:
+    """A session inside a transaction that is rolled back after the test."""
+    with pg_engine.connect() as conn:
+        outer = conn.begin()
+        session = Session(bind=conn, join_transaction_mode="create_savepoint")
+        yield session
+        session.close()
+        outer.rollback()
+
+
+@pytest.fixture()
+def node_config(tmp_path: Path) -> NodeConfig:
+    from nodekit import free_port
+
+    config = load_config(
+        env={},
+        data_dir=tmp_path / "data",
+        allowed_callers="PACS,STOWER",
+        dimse_host="127.0.0.1",
+        dimse_port=free_port(),
+        http_host="127.0.0.1",
+        http_port=free_port(),
+        settle_seconds=0.3,
+        study_timeout_seconds=2.0,
+        api_token="secret-token",
+    )
+    migrate.upgrade(config.db_url)
+    return config
+
+
+@pytest.fixture()
+def sessions(node_config: NodeConfig) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(node_config.db_url)
+    yield make_sessionmaker(engine)
+    engine.dispose()
