@@ -1,0 +1,372 @@
+"""A real PACS on loopback for tests: Debian's Orthanc, dcmtk's storescp and storescu.
+
+Orthanc is started with the production configuration (`deploy/orthanc/orthanc.json`) and the
+production routing script (`deploy/orthanc/autoroute.lua`); only what a test must change is
+overridden (ports, storage, plugin path, stable age, where the node lives). That way a test
+failure means the shipped PACS configuration is wrong, not a test copy of it.
+
+The node's end of the link is any DICOM storage SCP: `StoreSCP` (dcmtk) stands in for it here,
+and an end-to-end test passes the real node's AE/host/port as `destination` instead.
+
+Reuse from another test folder::
+
+    sys.path.insert(0, str(REPO / "tests" / "deploy"))
+    from orthanc import Modality, OrthancServer
+    with OrthancServer(tmp_path / "pacs", destination=Modality("LUMBARNODE", "127.0.0.1", port)):
+        ...
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY_ORTHANC = REPO / "deploy" / "orthanc"
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+NODE_MODALITY = "lumbarnode"
+
+T = TypeVar("T")
+
+
+def orthanc_binary() -> str | None:
+    """The Orthanc executable, or None where it is not installed."""
+    found = shutil.which("Orthanc")
+    if found:
+        return found
+    return "/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (the OS picks it, so parallel test runs do not clash)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_until(
+    probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1
+) -> T:
+    """Poll `probe` until it returns something truthy; TimeoutError names what never happened."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass(frozen=True)
+class Modality:
+    """A DICOM application entity as Orthanc's DicomModalities sees it."""
+
+    aet: str
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if not 0 < len(self.aet) <= 16:
+            raise ValueError(f"AE title must be 1-16 characters: {self.aet!r}")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port out of range: {self.port}")
+
+
+def load_deploy_config() -> dict[str, Any]:
+    return json.loads((DEPLOY_ORTHANC / "orthanc.json").read_text())
+
+
+def harness_config(
+    workdir: Path,
+    *,
+    destination: Modality,
+    http_port: int,
+    dicom_port: int,
+    aet: str = "ORTHANC",
+    stable_age: int = 2,
+    extra_modalities: dict[str, Modality] | None = None,
+) -> dict[str, Any]:
+    """The shipped orthanc.json with the node's address injected and ports/storage made local."""
+    config = load_deploy_config()
+    node_entry = dict(config["DicomModalities"][NODE_MODALITY])
+    node_entry.update(AET=destination.aet, Host=destination.host, Port=destination.port)
+    modalities: dict[str, Any] = {NODE_MODALITY: node_entry}
+    for name, modality in (extra_modalities or {}).items():
+        modalities[name] = {
+            "AET": modality.aet, "Host": modality.host, "Port": modality.port,
+            "AllowEcho": True, "AllowStore": True,
+        }
+    config.update(
+        Name=f"test-pacs-{http_port}",
+        StorageDirectory=str(workdir / "storage"),
+        IndexDirectory=str(workdir / "storage"),
+        HttpPort=http_port,
+        DicomPort=dicom_port,
+        DicomAet=aet,
+        RemoteAccessAllowed=False,
+        AuthenticationEnabled=False,
+        Plugins=[str(DICOMWEB_PLUGIN)],
+        LuaScripts=[str(DEPLOY_ORTHANC / "autoroute.lua")],
+        StableAge=stable_age,
+        DicomModalities=modalities,
+        ExecuteLuaEnabled=True,
+    )
+    return config
+
+
+class OrthancServer:
+    """One Orthanc process with its own storage, ports and log, stopped on exit."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        destination: Modality,
+        aet: str = "ORTHANC",
+        stable_age: int = 2,
+        extra_modalities: dict[str, Modality] | None = None,
+    ) -> None:
+        binary = orthanc_binary()
+        if binary is None:
+            raise FileNotFoundError("Orthanc is not installed (no Orthanc on PATH or /usr/sbin)")
+        if not DICOMWEB_PLUGIN.exists():
+            raise FileNotFoundError(f"Orthanc DICOMweb plugin missing: {DICOMWEB_PLUGIN}")
+        self.binary = binary
+        self.workdir = Path(workdir)
+        self.aet = aet
+        self.http_port = free_port()
+        self.dicom_port = free_port()
+        self.config = harness_config(
+            self.workdir, destination=destination, http_port=self.http_port,
+            dicom_port=self.dicom_port, aet=aet, stable_age=stable_age,
+            extra_modalities=extra_modalities,
+        )
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.dicomweb_url = f"{self.url}/dicom-web"
+        self.log_path = self.workdir / "orthanc.log"
+        self.client = httpx.Client(base_url=self.url, timeout=10.0)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self, timeout: float = 20.0) -> OrthancServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config_path = self.workdir / "orthanc.json"
+        config_path.write_text(json.dumps(self.config, indent=2))
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                [self.binary, str(config_path)], stdout=log, stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+            )
+
+        def answers() -> bool:
+            if self._process is not None and self._process.poll() is not None:
+                raise RuntimeError(f"Orthanc exited early:\n{self.log_tail()}")
+            try:
+                return self.client.get("/system").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        try:
+            wait_until(answers, timeout, "Orthanc /system to answer")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.client.close()
+
+    def __enter__(self) -> OrthancServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    # -- REST ------------------------------------------------------------------------------
+    def get_json(self, path: str, **params: str) -> Any:
+        response = self.client.get(path, params=params or None)
+        response.raise_for_status()
+        return response.json()
+
+    def upload(self, files: Iterable[Path]) -> list[str]:
+        """POST each file to /instances; returns Orthanc instance ids."""
+        ids = []
+        for path in files:
+            response = self.client.post("/instances", content=Path(path).read_bytes())
+            response.raise_for_status()
+            ids.append(response.json()["ID"])
+        return ids
+
+    def study_id(self, study_instance_uid: str) -> str | None:
+        """Orthanc's id of a study by StudyInstanceUID, or None if it holds no such study."""
+        response = self.client.post("/tools/lookup", content=study_instance_uid)
+        response.raise_for_status()
+        for hit in response.json():
+            if hit["Type"] == "Study":
+                return str(hit["ID"])
+        return None
+
+    def wait_for_log(self, text: str, timeout: float = 20.0) -> str:
+        """Wait for a line containing `text` in Orthanc's log (Lua `print` lands there)."""
+
+        def line() -> str | None:
+            for entry in self.log_path.read_text(errors="replace").splitlines():
+                if text in entry:
+                    return entry
+            return None
+
+        try:
+            return wait_until(line, timeout, f"Orthanc log line {text!r}", interval=0.2)
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}; log tail:\n{self.log_tail()}") from None
+
+    def study_is_stable(self, study_id: str) -> bool:
+        return bool(self.get_json(f"/studies/{study_id}")["IsStable"])
+
+    def execute_lua(self, script: str) -> str:
+        """Run Lua in Orthanc's scripting context (where autoroute.lua's functions live)."""
+        response = self.client.post("/tools/execute-script", content=script)
+        response.raise_for_status()
+        return response.text
+
+    def qido_studies(self, **params: str) -> list[dict[str, Any]]:
+        response = self.client.get(
+            "/dicom-web/studies", params=params, headers={"Accept": "application/dicom+json"}
+        )
+        response.raise_for_status()
+        return response.json() if response.content else []
+
+    def qido_series(self, study_instance_uid: str, **params: str) -> list[dict[str, Any]]:
+        response = self.client.get(
+            f"/dicom-web/studies/{study_instance_uid}/series",
+            params=params, headers={"Accept": "application/dicom+json"},
+        )
+        response.raise_for_status()
+        return response.json() if response.content else []
+
+    def wado_series(self, study_instance_uid: str, series_instance_uid: str) -> list[bytes]:
+        """WADO-RS retrieve of a series: the Part 10 bytes of each instance."""
+        response = self.client.get(
+            f"/dicom-web/studies/{study_instance_uid}/series/{series_instance_uid}",
+            headers={"Accept": 'multipart/related; type="application/dicom"'},
+        )
+        response.raise_for_status()
+        return split_multipart(response.headers["content-type"], response.content)
+
+
+def split_multipart(content_type: str, body: bytes) -> list[bytes]:
+    """Parts of a multipart/related body (WADO-RS), without their part headers."""
+    boundary = None
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.strip().partition("=")
+        if key.lower() == "boundary":
+            boundary = value.strip('"')
+    if not boundary:
+        raise ValueError(f"no boundary in content type {content_type!r}")
+    parts = []
+    for chunk in body.split(b"--" + boundary.encode())[1:]:
+        if chunk.startswith(b"--"):
+            break
+        _, _, payload = chunk.partition(b"\r\n\r\n")
+        parts.append(payload.removesuffix(b"\r\n"))
+    return parts
+
+
+class StoreSCP:
+    """dcmtk storescp writing what it receives into a folder: stands in for the node."""
+
+    def __init__(self, workdir: Path, aet: str = "LUMBARNODE") -> None:
+        if shutil.which("storescp") is None:
+            raise FileNotFoundError("dcmtk storescp is not installed")
+        self.aet = aet
+        self.port = free_port()
+        self.workdir = Path(workdir)
+        self.out_dir = self.workdir / "received"
+        self.log_path = self.workdir / "storescp.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def modality(self) -> Modality:
+        return Modality(self.aet, "127.0.0.1", self.port)
+
+    def start(self, timeout: float = 10.0) -> StoreSCP:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                ["storescp", "--aetitle", self.aet, "--output-directory", str(self.out_dir),
+                 "--accept-all", str(self.port)],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        def listening() -> bool:
+            if self._process is not None and self._process.poll() is not None:
+                raise RuntimeError(f"storescp exited early:\n{self.log_path.read_text()}")
+            return port_open(self.port)
+
+        try:
+            wait_until(listening, timeout, "storescp to listen")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def __enter__(self) -> StoreSCP:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def received(self) -> list[Path]:
+        """Completely written files (storescp names a file by SOP Instance UID + suffix)."""
+        return sorted(p for p in self.out_dir.iterdir() if p.is_file())
+
+
+def store_scu(
+    files: Sequence[Path], *, host: str, port: int, called_aet: str, calling_aet: str
+) -> subprocess.CompletedProcess[str]:
+    """Send files with dcmtk storescu, proposing only the SOP classes the files need."""
+    if not files:
+        raise ValueError("store_scu needs at least one file")
+    return subprocess.run(
+        ["storescu", "--required", "--aetitle", calling_aet, "--call", called_aet,
+         host, str(port), *map(str, files)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )

@@ -1,0 +1,159 @@
+"""The shipped Orthanc configuration and routing script, run in a real Orthanc.
+
+Orthanc routes lumbar MR studies to the node (storescp here), accepts the node's results from
+its declared AE title only, serves them over DICOMweb, and never sends them back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+import pytest
+from dicom_samples import NODE_MANUFACTURER, make_mr_series, make_result_sr
+from orthanc import OrthancServer, StoreSCP, store_scu, wait_until
+
+pytestmark = pytest.mark.xdist_group("orthanc")
+
+
+def sop_uids(paths: list[Path]) -> set[str]:
+    return {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in paths}
+
+
+def received_uids(scp: StoreSCP) -> set[str]:
+    uids = set()
+    for path in scp.received():
+        try:
+            uids.add(str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID))
+        except (OSError, pydicom.errors.InvalidDicomError):
+            continue  # still being written
+    return uids
+
+
+def wait_routed(pacs: OrthancServer, study_uid: str, verdict: str) -> None:
+    """Wait until the routing script has decided on this study (it logs the Orthanc study id)."""
+    study_id = wait_until(lambda: pacs.study_id(study_uid), 10, f"study {study_uid} in Orthanc")
+    pacs.wait_for_log(f"study {study_id} {verdict}", timeout=20)
+
+
+@pytest.mark.parametrize(
+    ("text", "lumbar"),
+    [
+        ("LSPINE", True),
+        ("L-SPINE", True),
+        ("MR L SPINE W/O", True),
+        ("Lumbar spine", True),
+        ("LSSPINE", True),
+        ("lumbosacral", True),
+        ("TLSPINE", True),
+        ("CERVICAL SPINE", False),
+        ("CSPINE", False),
+        ("BRAIN", False),
+        ("", False),
+    ],
+)
+def test_lumbar_wording(pacs: OrthancServer, text: str, lumbar: bool) -> None:
+    out = pacs.execute_lua(f'print(IsLumbarText("{text}"))')
+    assert out.strip() == str(lumbar).lower()
+
+
+def test_lumbar_study_routed_results_stored_and_not_routed_back(
+    pacs: OrthancServer, node_scp: StoreSCP, tmp_path: Path
+) -> None:
+    sag = make_mr_series(tmp_path / "sag", slices=3)
+    source = pydicom.dcmread(sag[0])
+    ax = make_mr_series(
+        tmp_path / "ax", study_uid=source.StudyInstanceUID, series_description="AX T2",
+        body_part="SPINE", slices=2,
+    )
+    pacs.upload(sag + ax)
+    expected = sop_uids(sag + ax)
+    wait_until(lambda: expected <= received_uids(node_scp), 20, "all instances at the node")
+    wait_routed(pacs, source.StudyInstanceUID, "(2 series) sent to lumbarnode")
+
+    sr_path = make_result_sr(source, tmp_path / "sr.dcm")
+    sent = store_scu([sr_path], host="127.0.0.1", port=pacs.dicom_port,
+                     called_aet=pacs.aet, calling_aet=node_scp.aet)
+    assert sent.returncode == 0, sent.stderr
+
+    studies = pacs.qido_studies(StudyInstanceUID=source.StudyInstanceUID)
+    assert len(studies) == 1
+    assert set(studies[0]["00080061"]["Value"]) == {"MR", "SR"}  # ModalitiesInStudy
+    sr_series = pacs.qido_series(source.StudyInstanceUID, Modality="SR")
+    assert len(sr_series) == 1
+    sr_series_uid = sr_series[0]["0020000E"]["Value"][0]
+    parts = pacs.wado_series(source.StudyInstanceUID, sr_series_uid)
+    assert len(parts) == 1
+    retrieved = pydicom.dcmread(pydicom.filebase.DicomBytesIO(parts[0]))
+    sr = pydicom.dcmread(sr_path)
+    assert retrieved.SOPInstanceUID == sr.SOPInstanceUID
+    assert retrieved.ContentSequence[0].TextValue == "L4-L5 canal: Moderate"
+
+    # The result made the study unstable again; once stable, the script must skip it.
+    study_id = pacs.study_id(source.StudyInstanceUID)
+    pacs.wait_for_log(f"study {study_id} already routed, skipped", timeout=20)
+    assert sr.SOPInstanceUID not in received_uids(node_scp)
+
+
+def test_node_made_series_are_not_routed(
+    pacs: OrthancServer, node_scp: StoreSCP, tmp_path: Path
+) -> None:
+    scanner = make_mr_series(tmp_path / "scanner", slices=2)
+    study_uid = pydicom.dcmread(scanner[0]).StudyInstanceUID
+    by_description = make_mr_series(
+        tmp_path / "ai1", study_uid=study_uid, series_description="AI lumbar key images",
+        slices=1,
+    )
+    by_manufacturer = make_mr_series(
+        tmp_path / "ai2", study_uid=study_uid, series_description="Overlay",
+        manufacturer=NODE_MANUFACTURER.upper(), slices=1,
+    )
+    pacs.upload(scanner + by_description + by_manufacturer)
+    wait_routed(pacs, study_uid, "(1 series) sent to lumbarnode")
+    expected = sop_uids(scanner)
+    wait_until(lambda: expected <= received_uids(node_scp), 20, "scanner series at the node")
+    assert not sop_uids(by_description + by_manufacturer) & received_uids(node_scp)
+
+
+def test_study_of_node_results_only_is_not_routed(
+    pacs: OrthancServer, node_scp: StoreSCP, tmp_path: Path
+) -> None:
+    results = make_mr_series(tmp_path / "ai", series_description="AI lumbar overlay", slices=1)
+    pacs.upload(results)
+    wait_routed(pacs, pydicom.dcmread(results[0]).StudyInstanceUID,
+                "is not a lumbar spine MR, skipped")
+    assert not sop_uids(results) & received_uids(node_scp)
+
+
+def test_cervical_study_is_not_routed(
+    pacs: OrthancServer, node_scp: StoreSCP, tmp_path: Path
+) -> None:
+    cervical = make_mr_series(
+        tmp_path / "c", study_description="MR CERVICAL SPINE", body_part="CSPINE",
+        series_description="SAG T2 C-SPINE", slices=2,
+    )
+    pacs.upload(cervical)
+    wait_routed(pacs, pydicom.dcmread(cervical[0]).StudyInstanceUID,
+                "is not a lumbar spine MR, skipped")
+    assert not sop_uids(cervical) & received_uids(node_scp)
+
+
+def test_lumbar_words_in_study_description_route_the_study(
+    pacs: OrthancServer, node_scp: StoreSCP, tmp_path: Path
+) -> None:
+    files = make_mr_series(
+        tmp_path / "s", study_description="MRI LUMBAR SPINE", body_part="SPINE",
+        series_description="t2_tse_sag", slices=2,
+    )
+    pacs.upload(files)
+    expected = sop_uids(files)
+    wait_until(lambda: expected <= received_uids(node_scp), 20, "instances at the node")
+
+
+def test_unlisted_calling_ae_cannot_store(pacs: OrthancServer, tmp_path: Path) -> None:
+    source = pydicom.dcmread(make_mr_series(tmp_path / "s", slices=1)[0])
+    sr_path = make_result_sr(source, tmp_path / "sr.dcm")
+    sent = store_scu([sr_path], host="127.0.0.1", port=pacs.dicom_port,
+                     called_aet=pacs.aet, calling_aet="STRANGER")
+    assert sent.returncode != 0
+    assert pacs.study_id(source.StudyInstanceUID) is None
