@@ -92,8 +92,9 @@ class StoreSCP:
 
     def _reject(self, event: Any, calling: str, ip: str, diagnostic: int, why: str) -> None:
         log.warning("association rejected: %s", why)
-        event.assoc.acse.send_reject(REJECT_PERMANENT, SOURCE_USER, diagnostic)
         self._audit("association.rejected", ae_title=calling, ip=ip, reason=why)
+        event.assoc.acse.send_reject(REJECT_PERMANENT, SOURCE_USER, diagnostic)
+        event.assoc.kill()  # lets the DUL flush the A-ASSOCIATE-RJ before the socket closes
 
     def _audit(self, event_type: str, *, ae_title: str, ip: str, **detail: Any) -> None:
         try:

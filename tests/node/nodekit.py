@@ -49,7 +49,7 @@ def mr_instance(
     ds.SeriesDescription = description
     ds.SeriesNumber, ds.InstanceNumber = 1, index + 1
     ds.StudyDate, ds.StudyTime, ds.AccessionNumber = "20260101", "120000", "ACC1"
-    ds.FrameOfReferenceUID = study_uid + ".1"
+    ds.FrameOfReferenceUID = generate_uid(ROOT)
     if plane == "sagittal":
         ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
         ds.ImagePositionPatient = [-20 + 4 * index, -100, 100]
@@ -93,10 +93,10 @@ def write_study(
 
 
 def storescu(port: int, files: list[Path], calling: str = "PACS", called: str = "LUMBARNODE",
-             ) -> subprocess.CompletedProcess[str]:
+             *extra: str) -> subprocess.CompletedProcess[str]:
     """dcmtk's storescu, the way a PACS sends: one association, all files."""
     return subprocess.run(
-        ["storescu", "-aet", calling, "-aec", called, "127.0.0.1", str(port),
+        ["storescu", "-v", *extra, "-aet", calling, "-aec", called, "127.0.0.1", str(port),
          *[str(f) for f in files]],
         capture_output=True, text=True, timeout=120,
     )

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+from nodekit import ROOT, mr_instance, storescu, write_study
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import MRImageStorage, Verification
+from sqlalchemy import func, select
+
+from dicom_node.db.models import AuditEvent, Instance, Study
+from dicom_node.dimse.scp import StoreSCP
+
+
+@pytest.fixture()
+def scp(node_config, sessions):
+    server = StoreSCP(node_config, sessions)
+    server.start()
+    yield server
+    server.stop()
+
+
+def _events(sessions, event_type: str) -> list[AuditEvent]:
+    with sessions() as s:
+        return list(s.scalars(select(AuditEvent).where(AuditEvent.event_type == event_type)))
+
+
+def test_storescu_study_is_spooled_and_indexed(tmp_path, node_config, sessions, scp):
+    study_uid, files = write_study(tmp_path / "study", n=3)
+    result = storescu(node_config.dimse_port, files)
+    assert result.returncode == 0, result.stderr
+    with sessions() as s:
+        study = s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+        assert study is not None and study.instance_count == 9
+        assert study.calling_ae == "PACS" and study.state == "receiving"
+        paths = [Path(p) for p in s.scalars(select(Instance.path))]
+    assert len(paths) == 9
+    spool = node_config.spool.resolve()
+    for path in paths:
+        assert spool in path.parents and path.read_bytes()[128:132] == b"DICM"
+    assert len(_events(sessions, "instance.stored")) == 9
+    # same study again: stored once, counted once
+    assert storescu(node_config.dimse_port, files).returncode == 0
+    with sessions() as s:
+        assert s.scalar(select(func.count(Instance.id))) == 9
+        assert s.scalar(select(Study.instance_count)) == 9
+
+
+def test_unknown_calling_ae_rejected_and_audited(tmp_path, node_config, sessions, scp):
+    _, files = write_study(tmp_path / "study", n=1, roles=("sag_t2",))
+    result = storescu(node_config.dimse_port, files, calling="STRANGER")
+    assert result.returncode != 0
+    assert "Association Rejected" in result.stderr or "rejected" in result.stderr.lower()
+    events = _events(sessions, "association.rejected")
+    assert [e.ae_title for e in events] == ["STRANGER"]
+    assert "not in ALLOWED_CALLERS" in events[0].detail["reason"]
+    wrong_called = storescu(node_config.dimse_port, files, called="OTHERNODE")
+    assert wrong_called.returncode != 0
+    assert "OTHERNODE" in _events(sessions, "association.rejected")[1].detail["reason"]
+    with sessions() as s:
+        assert s.scalar(select(func.count(Instance.id))) == 0
+
+
+def test_echo(node_config, scp):
+    ae = AE(ae_title="PACS")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", node_config.dimse_port, ae_title="LUMBARNODE")
+    assert assoc.is_established
+    assert assoc.send_c_echo().Status == 0
+    assoc.release()
+
+
+def test_corrupt_instance_fails_others_kept(tmp_path, node_config, sessions, scp):
+    study_uid, files = write_study(tmp_path / "study", n=3, roles=("sag_t2",))
+    bad = mr_instance(study_uid, generate_uid(ROOT), 0, plane="sagittal", te=100, tr=3000)
+    bad.PixelData = bad.PixelData[:100]  # truncated pixel data
+    bad_path = tmp_path / "bad.dcm"
+    bad.save_as(bad_path, enforce_file_format=True)
+    result = storescu(node_config.dimse_port, [files[0], bad_path, files[1], files[2]],
+                      "PACS", "LUMBARNODE", "--no-halt")
+    assert "error: cannotunderstand" in result.stderr.lower()
+    assert result.stderr.count("Received Store Response (Success)") == 3
+    with sessions() as s:
+        assert s.scalar(select(func.count(Instance.id))) == 3
+    refused = _events(sessions, "instance.refused")
+    assert len(refused) == 1 and "truncated" in refused[0].detail["reason"]
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+@pytest.mark.parametrize("field", ["StudyInstanceUID", "SOPInstanceUID", "SeriesInstanceUID"])
+def test_hostile_uids_write_nothing(tmp_path, node_config, sessions, scp, field):
+    ds = mr_instance(generate_uid(ROOT), generate_uid(ROOT), 0, plane="sagittal", te=100,
+                     tr=3000)
+    hostile = "../../../../tmp/lumbar-escape"
+    setattr(ds, field, hostile)
+    if field == "SOPInstanceUID":
+        ds.file_meta.MediaStorageSOPInstanceUID = hostile
+    ae = AE(ae_title="PACS")
+    ae.add_requested_context(MRImageStorage)
+    assoc = ae.associate("127.0.0.1", node_config.dimse_port, ae_title="LUMBARNODE")
+    assert assoc.is_established
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        status = assoc.send_c_store(ds)
+    assoc.release()
+    assert 0xC000 <= status.Status <= 0xCFFF
+    assert "invalid" in status.ErrorComment
+    assert not Path("/tmp/lumbar-escape").exists()
+    written = [p for p in node_config.data_dir.rglob("*.dcm")]
+    assert written == []
+    with sessions() as s:
+        assert s.scalar(select(func.count(Instance.id))) == 0
+
+
+def test_instance_limit_gives_out_of_resources(tmp_path, node_config, sessions):
+    config = node_config.replace(max_instances_per_study=2)
+    server = StoreSCP(config, sessions)
+    server.start()
+    try:
+        _, files = write_study(tmp_path / "study", n=3, roles=("sag_t2",))
+        result = storescu(config.dimse_port, files)
+        assert "Refused: OutOfResources" in result.stderr
+    finally:
+        server.stop()
+    with sessions() as s:
+        assert s.scalar(select(func.count(Instance.id))) == 2
