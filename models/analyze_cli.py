@@ -1,0 +1,79 @@
+"""`lumbar-node analyze STUDY_DIR --out OUT_DIR`: run the pipeline on a folder of DICOM files.
+
+Meant for a radiologist or developer checking one study by hand: it prints where each level
+was found, its key measurements and grades, and leaves findings.json, overlay.png and the
+DICOM result objects in OUT_DIR for a viewer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study_dir", type=Path, help="folder searched recursively for DICOM files")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def study_files(study_dir: Path) -> list[Path]:
+    """Every regular file under the folder except the synthetic generator's side files."""
+    if not study_dir.is_dir():
+        raise ValueError(f"study folder not found: {study_dir}")
+    skip = {".json", ".npz", ".png", ".txt", ".md"}
+    return sorted(p for p in study_dir.rglob("*") if p.is_file() and p.suffix.lower() not in skip)
+
+
+def _measure(level: dict, name: str) -> str:
+    for m in level.get("measurements", []):
+        if m["name"] == name:
+            return f"{m['value']:.1f}"
+    return "-"
+
+
+def format_table(findings: dict) -> str:
+    """Levels with measurements and grades, one line each."""
+    lines = [f"status: {findings['status']}" + (f" ({findings['reason']})"
+                                                 if findings.get("reason") else "")]
+    if findings["status"] == "rejected":
+        return "\n".join(lines)
+    grades: dict[str, dict[str, str]] = {}
+    for f in findings.get("findings", []):
+        key = f["condition"].split("_")[0] + (f"_{f['side'][0].upper()}" if f.get("side") else "")
+        grades.setdefault(f["level"], {})[key] = (f["grade"] or "n/a") if f.get("assessable") \
+            else "n/a"
+    header = (f"{'level':<6} {'canal AP':>8} {'disc a/p':>11} {'listh':>6}  "
+              f"{'canal':<11} {'foramen L/R':<23} {'subart L/R':<23}")
+    lines += [header, "-" * len(header)]
+    for level in findings.get("levels", []):
+        g = grades.get(level["level"], {})
+        disc = "/".join(_measure(level, f"disc_height_{side}")
+                        for side in ("anterior", "posterior"))
+        lines.append(
+            f"{level['level']:<6} {_measure(level, 'canal_ap_diameter'):>8} {disc:>11} "
+            f"{_measure(level, 'anterolisthesis'):>6}  {g.get('spinal', '-'):<11} "
+            f"{g.get('neural_L', '-') + '/' + g.get('neural_R', '-'):<23} "
+            f"{g.get('subarticular_L', '-') + '/' + g.get('subarticular_R', '-'):<23}")
+    labelling = findings.get("level_labelling", {})
+    if labelling.get("ambiguous"):
+        lines.append("level labelling AMBIGUOUS: " + "; ".join(labelling.get("warnings", [])))
+    timings = findings.get("timings_s", {})
+    lines.append("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from models.pipeline import analyze_study
+
+    try:
+        files = study_files(args.study_dir)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    findings = analyze_study(files, args.out, device=args.device, progress=not args.quiet)
+    print(format_table(findings))
+    print(f"results in {args.out}")
+    return 0 if findings["status"] != "rejected" else 1
