@@ -1,0 +1,153 @@
+"""Pillow drawing of the key image: mid-sagittal slice, outlined levels, grade table.
+
+A key image is what a radiologist sees in a PACS that shows neither SEG nor SR, so
+everything must be burned in: the outlines, the level names, the 25 grades and the notice
+that the result is the machine's and needs review.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
+
+from lumbar_common.vocabulary import CANAL, FORAMEN, LEVELS, SUBARTICULAR, rsna_key
+from models.reports.seg.codes import SEGMENT_KINDS
+
+#: The default font has no em dash; a spaced hyphen reads the same on screen.
+NOTICE: Final = "AI result - not for diagnosis without review"
+#: Image part is scaled to at least this many rows so that burned-in text stays legible.
+MIN_ROWS: Final = 512
+BANNER: Final = 44
+PANEL: Final = 470
+COLUMNS: Final = (
+    ("Canal", CANAL, None),
+    ("L foramen", FORAMEN, "left"),
+    ("R foramen", FORAMEN, "right"),
+    ("L subart", SUBARTICULAR, "left"),
+    ("R subart", SUBARTICULAR, "right"),
+)
+CELL: Final[dict[str | None, tuple[str, tuple[int, int, int]]]] = {
+    "Normal/Mild": ("N/M", (40, 140, 60)),
+    "Moderate": ("Mod", (215, 135, 20)),
+    "Severe": ("Sev", (200, 30, 30)),
+    None: ("n/a", (100, 100, 100)),
+}
+_VERTEBRA_NAMES: Final = {k.label_value: k.label.split()[0] for k in SEGMENT_KINDS[:6]}
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def window(pixels: np.ndarray) -> np.ndarray:
+    """Grey values to 8 bits between the 1st and 99.5th percentile."""
+    data = np.asarray(pixels, dtype=np.float64)
+    lo, hi = np.percentile(data, [1.0, 99.5])
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    return np.clip((data - lo) * scale, 0, 255).astype(np.uint8)
+
+
+def _resize(
+    grey: np.ndarray, labels: np.ndarray | None, spacing: Sequence[float]
+) -> tuple[Image.Image, np.ndarray | None]:
+    """Square pixels (anisotropic spacing is undone) and at least :data:`MIN_ROWS` rows."""
+    rows, cols = grey.shape
+    height_mm, width_mm = rows * float(spacing[0]), cols * float(spacing[1])
+    out_rows = max(MIN_ROWS, rows)
+    out_cols = max(1, round(out_rows * width_mm / height_mm))
+    image = Image.fromarray(grey).resize((out_cols, out_rows), Image.Resampling.BILINEAR)
+    if labels is None:
+        return image, None
+    lab = Image.fromarray(labels.astype(np.int32)).resize(
+        (out_cols, out_rows), Image.Resampling.NEAREST
+    )
+    return image, np.asarray(lab)
+
+
+def _outline(rgb: np.ndarray, labels: np.ndarray) -> list[tuple[str, tuple[float, float]]]:
+    """Draws each structure's outline in its SEG colour; returns vertebra name positions."""
+    names: list[tuple[str, tuple[float, float]]] = []
+    for kind in SEGMENT_KINDS:
+        mask = labels == kind.label_value
+        if not mask.any():
+            continue
+        edge = mask & ~ndimage.binary_erosion(mask, iterations=2)
+        rgb[edge] = kind.rgb
+        if kind.label_value in _VERTEBRA_NAMES:
+            rows, cols = np.nonzero(mask)
+            names.append(
+                (_VERTEBRA_NAMES[kind.label_value], (float(cols.mean()), float(rows.mean())))
+            )
+    return names
+
+
+def grade_of(
+    findings: Sequence[Mapping], condition: str, side: str | None, level: str
+) -> str | None:
+    key = rsna_key(condition, side, level)
+    for finding in findings:
+        if rsna_key(finding["condition"], finding.get("side"), finding["level"]) == key:
+            return finding.get("grade") if finding.get("assessable") else None
+    raise ValueError(f"findings have no entry for {key}")
+
+
+def _table(draw: ImageDraw.ImageDraw, x0: int, y0: int, findings: Sequence[Mapping]) -> None:
+    head, body = _font(15), _font(17)
+    draw.text((x0, y0), "Stenosis grades", fill=(255, 255, 255), font=_font(20))
+    col_w, row_h, first = 74, 34, 70
+    y = y0 + 36
+    for i, (title, _, _) in enumerate(COLUMNS):
+        draw.text((x0 + first + i * col_w, y), title, fill=(220, 220, 220), font=head)
+    for level in LEVELS:
+        y += row_h
+        draw.text((x0, y + 6), level, fill=(255, 255, 255), font=body)
+        for i, (_, condition, side) in enumerate(COLUMNS):
+            text, colour = CELL[grade_of(findings, condition, side, level)]
+            box = (x0 + first + i * col_w, y, x0 + first + (i + 1) * col_w - 6, y + row_h - 6)
+            draw.rectangle(box, fill=colour)
+            draw.text((box[0] + 14, box[1] + 5), text, fill=(255, 255, 255), font=body)
+    draw.text(
+        (x0, y + row_h + 10), "N/M normal or mild, Mod moderate,", fill=(200, 200, 200), font=head
+    )
+    draw.text(
+        (x0, y + row_h + 30), "Sev severe, n/a not assessable", fill=(200, 200, 200), font=head
+    )
+
+
+def render(
+    pixels: np.ndarray,
+    labels: np.ndarray | None,
+    pixel_spacing: Sequence[float],
+    findings: Sequence[Mapping],
+) -> np.ndarray:
+    """RGB key image (rows, cols, 3) uint8 of one slice with its labels and the grades."""
+    if pixels.ndim != 2:
+        raise ValueError(f"key image needs one 2-D slice, got shape {pixels.shape}")
+    if labels is not None and labels.shape != pixels.shape:
+        raise ValueError(f"labels {labels.shape} do not match the slice {pixels.shape}")
+    image, lab = _resize(window(pixels), labels, pixel_spacing)
+    rgb = np.asarray(image.convert("RGB")).copy()
+    names = _outline(rgb, lab) if lab is not None else []
+    width = rgb.shape[1] + PANEL
+    height = BANNER + max(rgb.shape[0], 330)
+    canvas = Image.new("RGB", (width, height), (0, 0, 0))
+    canvas.paste(Image.fromarray(rgb), (0, BANNER))
+    draw = ImageDraw.Draw(canvas)
+    for name, (x, y) in names:
+        draw.text(
+            (x, y + BANNER),
+            name,
+            fill=(255, 255, 255),
+            font=_font(18),
+            anchor="mm",
+            stroke_width=2,
+            stroke_fill=(0, 0, 0),
+        )
+    draw.rectangle((0, 0, width, BANNER - 1), fill=(150, 0, 0))
+    draw.text((10, 10), NOTICE, fill=(255, 255, 255), font=_font(22))
+    _table(draw, rgb.shape[1] + 16, BANNER + 12, findings)
+    return np.asarray(canvas)

@@ -1,0 +1,163 @@
+"""One TID 1500 measurement group per graded finding.
+
+Each group names the level (finding site, with laterality where sided), the condition
+(finding type), the grade (Severity, a CODE qualitative evaluation), the probability of that
+grade and the level's measurements as NUMs. Its region is the disc segment of the SEG when
+there is one (TID 1411, whole segment), else the ROI box on its slice (TID 1410). The NUMs
+carry their own SCOORDs (the ROI box for the probability, the measurement line for a
+distance) so that OHIF, which draws only image coordinates, shows every group.
+The grade also goes into the tracking identifier text because OHIF does not show CODE
+evaluations as labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+
+from lumbar_common.vocabulary import GRADES, rsna_key
+from models.reports.sr.codes import (
+    CONDITION_CODES,
+    CONDITION_SHORT,
+    GRADE_CODES,
+    LATERALITY,
+    LEVEL_CODES,
+    NO_UNITS,
+    PROBABILITY,
+    REASON,
+    SEVERITY,
+    UNDETERMINED,
+)
+from models.reports.sr.geometry import SliceLocator
+from models.reports.sr.measurements import build_measurement
+
+
+def tracking_text(finding: Mapping) -> str:
+    """E.g. ``"L4-L5 canal: severe"``, ``"L4-L5 left foramen: normal/mild"``."""
+    side = f"{finding['side']} " if finding.get("side") else ""
+    grade = finding["grade"].lower() if finding.get("assessable") else "not assessable"
+    return f"{finding['level']} {side}{CONDITION_SHORT[finding['condition']]}: {grade}"
+
+
+def validate_finding(finding: Mapping) -> str:
+    """Checks one findings.json finding; returns its RSNA key."""
+    key = rsna_key(finding.get("condition", ""), finding.get("side"), finding.get("level", ""))
+    if finding.get("assessable"):
+        if finding.get("grade") not in GRADES:
+            raise ValueError(f"{key}: grade {finding.get('grade')!r} is not one of {GRADES}")
+        probabilities = finding.get("probabilities")
+        if probabilities is not None:
+            p = np.asarray(probabilities, dtype=np.float64)
+            if p.shape != (3,) or not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
+                raise ValueError(
+                    f"{key}: probabilities {probabilities!r} are not 3 values in [0, 1]"
+                )
+    elif not finding.get("reason"):
+        raise ValueError(f"{key}: a finding that is not assessable needs a reason")
+    return key
+
+
+def measurement_group(
+    finding: Mapping,
+    level_record: Mapping | None,
+    names: Sequence[str],
+    locator: SliceLocator,
+    tracking_uid: str,
+    algorithm: hd.sr.AlgorithmIdentification,
+    segment: tuple[Dataset, int] | None,
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    level, side = finding["level"], finding.get("side")
+    roi_region = _roi(finding.get("roi"), locator)
+    free = roi_region is None and segment is None
+    by_name = {str(m["name"]): m for m in (level_record or {}).get("measurements", [])}
+    nums = [_probability(finding, segment)] + [
+        build_measurement(name, by_name.get(name), level, locator, "mm", free) for name in names
+    ]
+    measurements = [num for num in nums if num is not None]
+    severity = GRADE_CODES[finding["grade"]] if finding.get("assessable") else UNDETERMINED
+    common = dict(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=tracking_uid, identifier=tracking_text(finding)
+        ),
+        finding_type=CONDITION_CODES[finding["condition"]],
+        algorithm_id=algorithm,
+        finding_sites=[
+            hd.sr.FindingSite(LEVEL_CODES[level], laterality=LATERALITY.get(side or ""))
+        ],
+        measurements=measurements,
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(SEVERITY, severity)],
+    )
+    group: hd.sr.MeasurementsAndQualitativeEvaluations
+    if roi_region is not None:
+        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            referenced_region=roi_region, **common
+        )
+    elif segment is not None:
+        group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            referenced_segment=referenced_segment(*segment), **common
+        )
+    else:
+        group = hd.sr.MeasurementsAndQualitativeEvaluations(**common)
+    if not finding.get("assessable"):
+        group[0].ContentSequence.append(
+            hd.sr.TextContentItem(
+                name=REASON,
+                value=str(finding["reason"])[:1024],
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
+    return group
+
+
+def _roi(roi: Mapping | None, locator: SliceLocator) -> hd.sr.ImageRegion | None:
+    if not roi:
+        return None
+    corners = roi.get("corners_lps")
+    if not corners or len(corners) < 3:
+        raise ValueError(f"ROI needs at least 3 corners, got {corners!r}")
+    sop, data = locator.pixel_points(roi["series_instance_uid"], roi["slice"], corners)
+    closed = np.vstack([data, data[:1]])
+    return hd.sr.ImageRegion(hd.sr.GraphicTypeValues.POLYLINE, closed, locator.source_image(sop))
+
+
+def _probability(finding: Mapping, segment: tuple[Dataset, int] | None) -> hd.sr.Measurement | None:
+    """Probability of the reported grade (DCM 122157, UCUM "1"), inferred from the disc."""
+    probabilities = finding.get("probabilities")
+    if not finding.get("assessable") or probabilities is None:
+        return None
+    value = float(probabilities[GRADES.index(finding["grade"])])
+    num = hd.sr.Measurement(name=PROBABILITY, value=value, unit=NO_UNITS)
+    if segment is not None:
+        seg, number = segment
+        source = hd.sr.ImageContentItem(
+            name=codes.DCM.SourceOfMeasurement,
+            referenced_sop_class_uid=str(seg.SOPClassUID),
+            referenced_sop_instance_uid=str(seg.SOPInstanceUID),
+            referenced_segment_numbers=[number],
+            relationship_type=hd.sr.RelationshipTypeValues.INFERRED_FROM,
+        )
+        item = num[0]
+        if "ContentSequence" not in item:
+            item.ContentSequence = hd.sr.ContentSequence()
+        item.ContentSequence.append(source)
+    return num
+
+
+def referenced_segment(seg: Dataset, segment_number: int) -> hd.sr.ReferencedSegment:
+    """Reference to a whole segment, built directly because highdicom's
+    ``ReferencedSegment.from_segmentation`` does not accept LABELMAP SEGs."""
+    return hd.sr.ReferencedSegment(
+        sop_class_uid=str(seg.SOPClassUID),
+        sop_instance_uid=str(seg.SOPInstanceUID),
+        segment_number=segment_number,
+        source_series=hd.sr.SourceSeriesForSegmentation(
+            str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)
+        ),
+    )
+
+
+__all__ = ["measurement_group", "referenced_segment", "tracking_text", "validate_finding"]

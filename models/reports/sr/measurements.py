@@ -1,0 +1,110 @@
+"""The NUM items of a measurement group, always the same ones in the same order.
+
+3D Slicer builds its measurement table from the first group's NUMs, so every group carries
+the probability and then every measurement name that occurs in the study, in a fixed order.
+A value the level lacks is left out (never a made-up number or NaN). The standard would
+allow a NUM with an empty MeasuredValueSequence and a "Measurement not attempted" qualifier,
+but highdicom can neither build nor read such a NUM, so the SR could not be read back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import highdicom as hd
+from highdicom.sr import CodedConcept
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+from models.reports.sr.codes import DISC_CODES, private
+from models.reports.sr.geometry import SliceLocator
+
+
+@dataclass(frozen=True)
+class MeasurementKind:
+    name: Code | CodedConcept
+    unit: Code | CodedConcept
+    #: "canal" or "disc": which structure of the level is the finding site
+    site: str | None
+    modifier: Code | None = None
+
+
+#: Measurements the node reports, in the order they appear in every group.
+KNOWN: Final[dict[str, MeasurementKind]] = {
+    "canal_ap_diameter": MeasurementKind(codes.SCT.Diameter, codes.UCUM.Millimeter, "canal"),
+    "disc_height_anterior": MeasurementKind(
+        codes.DCM.Height, codes.UCUM.Millimeter, "disc", codes.SCT.Anterior
+    ),
+    "disc_height_posterior": MeasurementKind(
+        codes.DCM.Height, codes.UCUM.Millimeter, "disc", codes.SCT.Posterior
+    ),
+}
+
+
+def measurement_names(levels: Sequence[Mapping]) -> list[str]:
+    """Every measurement name of the study: the known ones first, then others sorted."""
+    seen = {str(m.get("name")) for level in levels for m in level.get("measurements", [])}
+    return [n for n in KNOWN if n in seen] + sorted(seen - set(KNOWN))
+
+
+def kind_of(name: str, unit: str) -> MeasurementKind:
+    if name in KNOWN:
+        return KNOWN[name]
+    if not name or not unit:
+        raise ValueError(f"measurement needs a name and a unit, got {name!r} / {unit!r}")
+    # a name the node has no standard concept for: a private code derived from the name
+    value = "LM-" + hashlib.sha1(name.encode()).hexdigest()[:10].upper()
+    return MeasurementKind(private(value, name[:64]), CodedConcept(unit, "UCUM", unit), None)
+
+
+def build_measurement(
+    name: str,
+    record: Mapping | None,
+    level: str,
+    locator: SliceLocator,
+    default_unit: str,
+    with_coordinates: bool,
+) -> hd.sr.Measurement | None:
+    """One NUM, or None where the level has no value (``record`` None or without value).
+
+    ``with_coordinates`` attaches the measurement line as an INFERRED FROM SCOORD, which
+    TID 1501 groups allow and ROI groups (TID 1410/1411) forbid.
+    """
+    kind = kind_of(name, str(record.get("unit", "")) if record else default_unit)
+    sites: list[hd.sr.FindingSite] = []
+    if kind.site == "canal":
+        sites.append(hd.sr.FindingSite(codes.SCT.VertebralCanal))
+    elif kind.site == "disc":
+        sites.append(hd.sr.FindingSite(DISC_CODES[level], topographical_modifier=kind.modifier))
+    if record is None or record.get("value") is None:
+        return None
+    value = float(record["value"])
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"measurement {name!r} at {level} has value {record['value']!r}")
+    if name in KNOWN and record.get("unit") != kind.unit.value:
+        raise ValueError(
+            f"measurement {name!r} at {level} has unit {record.get('unit')!r}, expected mm"
+        )
+    coordinates = None
+    points = record.get("points_lps")
+    if points and with_coordinates:
+        sop, data = locator.pixel_points(record["series_instance_uid"], record["slice"], points)
+        coordinates = [
+            hd.sr.CoordinatesForMeasurement(
+                graphic_type=hd.sr.GraphicTypeValues.POLYLINE
+                if len(data) > 1
+                else hd.sr.GraphicTypeValues.POINT,
+                graphic_data=data if len(data) > 1 else data[0],
+                source_image=locator.source_image(sop),
+            )
+        ]
+    return hd.sr.Measurement(
+        name=kind.name,
+        value=value,
+        unit=kind.unit,
+        finding_sites=sites or None,
+        referenced_coordinates=coordinates,
+    )

@@ -1,0 +1,174 @@
+"""The Comprehensive 3D SR holding the TID 1500 measurement report."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import highdicom as hd
+from pydicom.dataset import Dataset
+from pydicom.sr.coding import Code
+
+from lumbar_common.vocabulary import LEVELS, finding_keys, rsna_key
+from models.reports.equipment import device_observer, node_algorithm
+from models.reports.seg.sop import segment_numbers
+from models.reports.sr.codes import DEFAULT_PROCEDURE, coding_scheme_identification
+from models.reports.sr.content import measurement_group, validate_finding
+from models.reports.sr.geometry import SliceLocator
+from models.reports.sr.measurements import measurement_names
+from models.reports.uids import model_versions, result_uid
+from models.study import Volume
+
+SERIES_DESCRIPTION = "AI lumbar stenosis SR"
+
+
+def build_sr(
+    findings: Mapping,
+    volumes: Iterable[Volume],
+    headers: Mapping[str, Dataset],
+    *,
+    series_instance_uid: str,
+    sop_instance_uid: str,
+    segs: Sequence[Dataset] = (),
+    series_number: int = 9001,
+    contributing_equipment: Sequence[hd.ContributingEquipment] | None = None,
+) -> hd.sr.Comprehensive3DSR:
+    """TID 1500 report of the 25 findings (one group each, RSNA column order).
+
+    ``headers`` maps SOPInstanceUID -> source dataset (pixel data not needed) for every
+    instance a finding or measurement points to; ``segs`` are the SEGs to reference.
+    """
+    if findings.get("status") not in ("complete", "partial"):
+        raise ValueError(f"no SR for a study with status {findings.get('status')!r}")
+    models = findings.get("models") or {}
+    study_uid = str(findings.get("study_instance_uid") or "")
+    versions = model_versions(models)
+    by_key = _findings_by_key(findings.get("findings") or [])
+    levels = {str(rec.get("level")): rec for rec in findings.get("levels") or []}
+    unknown = set(levels) - set(LEVELS)
+    if unknown:
+        raise ValueError(f"findings['levels'] has unknown levels {sorted(unknown)}")
+    names = measurement_names(list(levels.values()))
+    locator = SliceLocator(volumes, headers)
+    disc_segments = _disc_segments(segs)
+    groups = []
+    for condition, side, level in finding_keys():
+        key = rsna_key(condition, side, level)
+        finding = by_key[key]
+        groups.append(
+            measurement_group(
+                finding,
+                levels.get(level),
+                names,
+                locator,
+                tracking_uid=result_uid(study_uid, versions, f"tracking/{key}"),
+                algorithm=_grader(models, finding),
+                segment=disc_segments.get(level),
+            )
+        )
+    groups = _complete_first(groups)
+    referenced = _referenced_headers(groups, headers)
+    if not referenced:
+        raise ValueError("the findings reference no source image: nothing ties the SR to the study")
+    evidence = referenced + list(segs)
+    algorithm = node_algorithm(models)
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(
+            observer_device_context=device_observer(algorithm)
+        ),
+        procedure_reported=_procedures(referenced[0]),
+        imaging_measurements=groups,
+        referenced_images=referenced,
+    )
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=report[0],
+        series_instance_uid=series_instance_uid,
+        series_number=series_number,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=1,
+        manufacturer="lumbar-node",
+        is_complete=findings["status"] == "complete",
+        contributing_equipment=contributing_equipment,
+    )
+    if str(sr.StudyInstanceUID) != study_uid:
+        raise ValueError(
+            f"findings are for study {study_uid!r}, the images for {sr.StudyInstanceUID!r}"
+        )
+    sr.SeriesDescription = SERIES_DESCRIPTION
+    sr.CodingSchemeIdentificationSequence = [coding_scheme_identification()]
+    return sr
+
+
+def _complete_first(groups: list[Dataset]) -> list[Dataset]:
+    """Groups in RSNA order, except that one with the most NUMs leads.
+
+    3D Slicer makes its table columns from the first group's NUMs; a not-assessable first
+    finding (no probability) would hide that column for the whole study.
+    """
+
+    def nums(group: Dataset) -> int:
+        return sum(item.ValueType == "NUM" for item in group[0].ContentSequence)
+
+    best = max(range(len(groups)), key=lambda i: (nums(groups[i]), -i))
+    return [groups[best], *groups[:best], *groups[best + 1 :]]
+
+
+def _findings_by_key(items: Sequence[Mapping]) -> dict[str, Mapping]:
+    by_key: dict[str, Mapping] = {}
+    for finding in items:
+        key = validate_finding(finding)
+        if key in by_key:
+            raise ValueError(f"finding {key} appears twice")
+        by_key[key] = finding
+    missing = [
+        rsna_key(c, s, lv) for c, s, lv in finding_keys() if rsna_key(c, s, lv) not in by_key
+    ]
+    if missing:
+        raise ValueError(f"findings lack {len(missing)} of the 25 findings, e.g. {missing[:3]}")
+    return by_key
+
+
+def _grader(models: Mapping, finding: Mapping) -> hd.sr.AlgorithmIdentification:
+    grader = str(finding.get("grader") or "")
+    card = models.get(f"grader_{grader}") or {}
+    name = str(card.get("name") or f"{grader} grader")
+    version = str(finding.get("model_version") or card.get("version") or "")
+    if not version:
+        raise ValueError(
+            f"finding {finding.get('level')} {finding.get('condition')} names no model version"
+        )
+    return hd.sr.AlgorithmIdentification(name=name[:64], version=version[:64])
+
+
+def _disc_segments(segs: Sequence[Dataset]) -> dict[str, tuple[Dataset, int]]:
+    found: dict[str, tuple[Dataset, int]] = {}
+    for seg in segs:
+        numbers = segment_numbers(seg)
+        for level in LEVELS:
+            number = numbers.get(f"{level.replace('-', '/')} disc")
+            if number is not None and level not in found:
+                found[level] = (seg, number)
+    return found
+
+
+def _referenced_headers(groups: Sequence[Dataset], headers: Mapping[str, Dataset]) -> list[Dataset]:
+    """Source instances any content item points to, in first-reference order."""
+    uids: dict[str, None] = {}
+
+    def walk(items: Iterable[Dataset]) -> None:
+        for item in items:
+            for ref in getattr(item, "ReferencedSOPSequence", []):
+                uids.setdefault(str(ref.ReferencedSOPInstanceUID), None)
+            walk(getattr(item, "ContentSequence", []))
+
+    walk(item for group in groups for item in group)
+    return [headers[uid] for uid in uids if uid in headers]
+
+
+def _procedures(source: Dataset) -> list[Code | hd.sr.CodedConcept]:
+    """The imaging procedure as the source names it, else MR (LOINC 25056-3)."""
+    codes = [
+        hd.sr.CodedConcept.from_dataset(item)
+        for item in getattr(source, "ProcedureCodeSequence", [])
+    ]
+    return codes or [DEFAULT_PROCEDURE]

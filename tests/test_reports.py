@@ -1,0 +1,310 @@
+"""SEG, TID 1500 SR, key image and KOS of a small study, checked by independent readers:
+dicom3tools (dciodvfy), dcmtk (dsrdump), dcmqi (tid1500reader, segimage2itkimage) and
+highdicom."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_reports_study import SERIES_UID, STUDY_UID, make_findings, make_study
+
+from lumbar_common.vocabulary import GRADES, LEVELS, rsna_key
+from models.reports import write_results
+from models.reports.seg.codes import SEGMENT_KINDS
+
+BIN = Path(sys.executable).parent
+NOT_ASSESSABLE = "left_subarticular_stenosis_l5_s1"
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reports")
+    anatomy, files, labels = make_study(root)
+    findings = make_findings(anatomy.volumes["sag_t2"], not_assessable=(NOT_ASSESSABLE,))
+    out = write_results(findings, anatomy, files, root / "out")
+    return {
+        "root": root,
+        "anatomy": anatomy,
+        "files": files,
+        "labels": labels,
+        "findings": findings,
+        "out": out,
+    }
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_writes_the_four_objects_into_the_study(study):
+    out = study["out"]
+    assert set(out) == {"sr", "seg_sag_t2", "keyimage", "ko"}
+    source = pydicom.dcmread(next(iter(study["files"].values())))
+    descriptions = {}
+    for name, path in out.items():
+        ds = pydicom.dcmread(path)
+        assert ds.StudyInstanceUID == STUDY_UID
+        assert ds.PatientID == source.PatientID and ds.PatientName == source.PatientName
+        assert ds.AccessionNumber == source.AccessionNumber
+        assert ds.SeriesInstanceUID != SERIES_UID
+        descriptions[name] = ds.SeriesDescription
+    assert descriptions["sr"] == "AI lumbar stenosis SR"
+    assert descriptions["seg_sag_t2"] == "AI lumbar segmentation"
+    assert descriptions["keyimage"] == "AI lumbar key image"
+    assert len({pydicom.dcmread(p).SeriesInstanceUID for p in out.values()}) == 4
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools not installed")
+@pytest.mark.parametrize("name", ["sr", "seg_sag_t2", "keyimage", "ko"])
+def test_dciodvfy_reports_no_errors(study, name):
+    result = _run("dciodvfy", "-new", str(study["out"][name]))
+    errors = [
+        line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")
+    ]
+    assert errors == []
+
+
+@pytest.mark.skipif(shutil.which("dsrdump") is None, reason="dcmtk not installed")
+def test_dsrdump_reads_the_sr(study):
+    result = _run("dsrdump", str(study["out"]["sr"]))
+    assert result.returncode == 0, result.stderr
+    assert "Imaging Measurement Report" in result.stdout
+    assert result.stdout.count('"Measurement Group"') == 25
+
+
+def test_tid1500reader_reads_every_group(study, tmp_path):
+    meta = tmp_path / "sr.json"
+    result = _run(
+        str(BIN / "tid1500reader"),
+        "--inputDICOM",
+        str(study["out"]["sr"]),
+        "--outputMetadata",
+        str(meta),
+    )
+    assert result.returncode == 0, result.stderr
+    groups = json.loads(meta.read_text())["Measurements"]
+    assert len(groups) == 25
+    expected = {_tracking(f) for f in study["findings"]["findings"]}
+    assert {g["TrackingIdentifier"] for g in groups} == expected
+    # every group lists its NUMs in the same order (3D Slicer builds its table from the first)
+    assessable = [g for g in groups if "not assessable" not in g["TrackingIdentifier"]]
+    orders = {
+        tuple(m["quantity"]["CodeMeaning"] for m in g["measurementItems"]) for g in assessable
+    }
+    assert orders == {("Probability", "Diameter", "Height", "Height")}
+
+
+def test_segimage2itkimage_decodes_the_labels(study, tmp_path):
+    result = _run(
+        str(BIN / "segimage2itkimage"),
+        "--inputDICOM",
+        str(study["out"]["seg_sag_t2"]),
+        "--outputDirectory",
+        str(tmp_path),
+        "-t",
+        "nrrd",
+    )
+    assert result.returncode == 0, result.stderr
+    labels = study["anatomy"].labels
+    present = [k for k in SEGMENT_KINDS if (labels == k.label_value).any()]
+    assert len(present) == 12
+    for number, kind in enumerate(present, start=1):
+        decoded = _read_nrrd(tmp_path / f"{number}.nrrd")
+        np.testing.assert_array_equal(decoded != 0, labels == kind.label_value, err_msg=kind.label)
+
+
+def _read_nrrd(path: Path) -> np.ndarray:
+    raw = path.read_bytes()
+    header, _, data = raw.partition(b"\n\n")
+    fields = dict(line.split(": ", 1) for line in header.decode().splitlines()[1:] if ": " in line)
+    assert fields["encoding"] == "gzip" and fields["type"] == "short"
+    sizes = [int(v) for v in fields["sizes"].split()]
+    return np.frombuffer(gzip.decompress(data), dtype="<i2").reshape(sizes[::-1])
+
+
+@pytest.mark.parametrize("labelmap", [False, True])
+def test_seg_mask_equals_labels_voxel_for_voxel(study, tmp_path, labelmap):
+    out = study["out"]["seg_sag_t2"]
+    if labelmap:
+        out = write_results(
+            study["findings"], study["anatomy"], study["files"], tmp_path, labelmap=True
+        )["seg_sag_t2"]
+    seg = hd.seg.segread(out)
+    assert seg.SegmentationType == ("LABELMAP" if labelmap else "BINARY")
+    volume = study["anatomy"].volumes["sag_t2"]
+    numbers = {str(s.SegmentLabel): int(s.SegmentNumber) for s in seg.SegmentSequence}
+    labels = study["anatomy"].labels
+    for kind in SEGMENT_KINDS:
+        mask = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=list(volume.sop_instance_uids),
+            segment_numbers=[numbers[kind.label]],
+        )[..., 0]
+        np.testing.assert_array_equal(mask != 0, labels == kind.label_value, err_msg=kind.label)
+    assert int(seg.NumberOfFrames) == (labels.shape[0] if labelmap else 12 * labels.shape[0])
+
+
+def test_seg_segments_are_coded_and_coloured(study):
+    seg = pydicom.dcmread(study["out"]["seg_sag_t2"])
+    disc = next(s for s in seg.SegmentSequence if s.SegmentLabel == "L4/L5 disc")
+    assert disc.SegmentedPropertyTypeCodeSequence[0].CodeValue == "84020006"
+    assert disc.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "91723000"
+    assert len(disc.RecommendedDisplayCIELabValue) == 3
+    algorithm = disc.SegmentationAlgorithmIdentificationSequence[0]
+    assert algorithm.AlgorithmName == "lumbar-seg-unet" and algorithm.AlgorithmVersion == "1.0"
+    assert algorithm.AlgorithmFamilyCodeSequence[0].CodeValue == "123110"
+
+
+def test_sr_grades_equal_the_findings(study):
+    sr = hd.sr.srread(study["out"]["sr"])
+    groups = sr.content.get_planar_roi_measurement_groups()
+    assert len(groups) == 25
+    by_text = {str(g.tracking_identifier): g for g in groups}
+    for finding in study["findings"]["findings"]:
+        group = by_text[_tracking(finding)]
+        site = group.finding_sites[0]
+        assert (
+            site.value.meaning
+            == f"Level of {finding['level'].replace('-', '/')} intervertebral disc"
+        )
+        laterality = site.laterality.meaning.lower() if site.laterality else None
+        assert laterality == finding["side"]
+        severity = group.get_qualitative_evaluations()[0].value.meaning
+        nums = {m.name.meaning: m.value for m in group.get_measurements()}
+        if finding["assessable"]:
+            assert severity == {"Normal/Mild": "Normal or mild"}.get(
+                finding["grade"], finding["grade"]
+            )
+            index = GRADES.index(finding["grade"])
+            assert nums["Probability"] == pytest.approx(finding["probabilities"][index])
+        else:
+            assert severity == "Undetermined" and "Probability" not in nums
+        assert nums["Diameter"] == pytest.approx(12.0 - LEVELS.index(finding["level"]))
+
+
+def test_sr_groups_reference_disc_segment_and_draw_on_the_slice(study):
+    sr = pydicom.dcmread(study["out"]["sr"])
+    seg = pydicom.dcmread(study["out"]["seg_sag_t2"])
+    disc_numbers = {s.SegmentLabel: s.SegmentNumber for s in seg.SegmentSequence}
+    mid_sop = study["anatomy"].volumes["sag_t2"].sop_instance_uids[3]
+    measurements = next(
+        i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "126010"
+    )
+    for group in measurements.ContentSequence:
+        items = {i.ConceptNameCodeSequence[0].CodeMeaning: i for i in group.ContentSequence}
+        region = items["Image Region"]
+        assert region.GraphicType == "POLYLINE" and len(region.GraphicData) == 10
+        assert (
+            region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == mid_sop
+        )
+        level = items["Finding Site"].ConceptCodeSequence[0].CodeMeaning.split()[2]
+        if "not assessable" in items["Tracking Identifier"].TextValue:
+            assert "Reason not assessable" in items
+            continue
+        source = items["Probability"].ContentSequence[0].ReferencedSOPSequence[0]
+        assert source.ReferencedSOPInstanceUID == seg.SOPInstanceUID
+        assert source.ReferencedSegmentNumber == disc_numbers[f"{level} disc"]
+
+
+def test_sr_names_the_algorithm_and_private_scheme(study):
+    sr = pydicom.dcmread(study["out"]["sr"])
+    schemes = {i.CodingSchemeDesignator for i in sr.CodingSchemeIdentificationSequence}
+    assert "99LUMBAR" in schemes
+    ours = [e for e in sr.ContributingEquipmentSequence if e.Manufacturer == "lumbar-node"]
+    assert {e.ManufacturerModelName for e in ours} == {"lumbar-seg-unet", "lumbar-grader"}
+    assert all(e.PurposeOfReferenceCodeSequence[0].CodeValue == "109102" for e in ours)
+    assert all(e.DeviceUID.startswith("2.25.") for e in ours)
+    assert sr.CompletionFlag == "COMPLETE" and sr.VerificationFlag == "UNVERIFIED"
+
+
+def test_key_image_burns_in_grades_and_notice(study):
+    key = pydicom.dcmread(study["out"]["keyimage"])
+    assert key.BurnedInAnnotation == "YES" and key.PhotometricInterpretation == "RGB"
+    pixels = key.pixel_array
+    assert pixels.shape[0] >= 512 and pixels.shape[2] == 3
+    banner = pixels[:44].reshape(-1, 3)
+    assert (np.all(banner == (150, 0, 0), axis=1)).mean() > 0.5  # the notice banner
+    assert (np.all(pixels == (200, 30, 30), axis=2)).any()  # a "Severe" cell of the table
+    assert key.SourceImageSequence[0].ReferencedSOPInstanceUID in study["files"]
+    kos = pydicom.dcmread(study["out"]["ko"])
+    assert kos.Modality == "KO"
+    refs = kos.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert refs.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == key.SOPInstanceUID
+
+
+def test_uids_are_deterministic_and_follow_the_model_version(study, tmp_path):
+    again = write_results(study["findings"], study["anatomy"], study["files"], tmp_path / "again")
+    upgraded = make_findings(
+        study["anatomy"].volumes["sag_t2"],
+        versions={"seg": "1.1"},
+        not_assessable=(NOT_ASSESSABLE,),
+    )
+    other = write_results(upgraded, study["anatomy"], study["files"], tmp_path / "other")
+    for name, path in study["out"].items():
+        first, second, third = (pydicom.dcmread(p) for p in (path, again[name], other[name]))
+        assert (first.SOPInstanceUID, first.SeriesInstanceUID) == (
+            second.SOPInstanceUID,
+            second.SeriesInstanceUID,
+        )
+        assert first.SOPInstanceUID != third.SOPInstanceUID
+        assert first.SeriesInstanceUID != third.SeriesInstanceUID
+
+
+def test_bad_input_is_refused_with_the_bad_value(study, tmp_path):
+    anatomy, files, findings = study["anatomy"], study["files"], study["findings"]
+    wrong_grade = json.loads(json.dumps(findings))
+    wrong_grade["findings"][3]["grade"] = "Very severe"
+    with pytest.raises(ValueError, match="Very severe"):
+        write_results(wrong_grade, anatomy, files, tmp_path)
+    missing = json.loads(json.dumps(findings))
+    dropped = missing["findings"].pop(7)
+    with pytest.raises(ValueError, match="lack 1 of the 25"):
+        write_results(missing, anatomy, files, tmp_path)
+    assert rsna_key(dropped["condition"], dropped["side"], dropped["level"])
+    rejected = dict(findings, status="rejected")
+    with pytest.raises(ValueError, match="rejected"):
+        write_results(rejected, anatomy, files, tmp_path)
+    bad_labels = anatomy.labels.copy()
+    bad_labels[0, 0, 0] = 999
+    broken = type(anatomy)(study_instance_uid=STUDY_UID, volumes=anatomy.volumes, labels=bad_labels)
+    with pytest.raises(ValueError, match="999"):
+        write_results(findings, broken, files, tmp_path)
+    cropped = type(anatomy)(
+        study_instance_uid=STUDY_UID, volumes=anatomy.volumes, labels=anatomy.labels[:, :10]
+    )
+    with pytest.raises(ValueError, match="do not match"):
+        write_results(findings, cropped, files, tmp_path)
+    with pytest.raises(ValueError, match="not-a-study"):
+        write_results(dict(findings, study_instance_uid="not-a-study"), anatomy, files, tmp_path)
+
+
+def _tracking(finding: dict) -> str:
+    side = f"{finding['side']} " if finding["side"] else ""
+    short = {
+        "spinal_canal_stenosis": "canal",
+        "neural_foraminal_narrowing": "foramen",
+        "subarticular_stenosis": "subarticular",
+    }[finding["condition"]]
+    grade = finding["grade"].lower() if finding["assessable"] else "not assessable"
+    return f"{finding['level']} {side}{short}: {grade}"
+
+
+def test_a_complete_group_leads_when_the_first_finding_is_not_assessable(study, tmp_path):
+    findings = make_findings(
+        study["anatomy"].volumes["sag_t2"], not_assessable=("spinal_canal_stenosis_l1_l2",)
+    )
+    out = write_results(findings, study["anatomy"], study["files"], tmp_path)
+    groups = hd.sr.srread(out["sr"]).content.get_planar_roi_measurement_groups()
+    assert str(groups[0].tracking_identifier) == "L2-L3 canal: moderate"
+    assert str(groups[1].tracking_identifier) == "L1-L2 canal: not assessable"
+    assert len(groups[0].get_measurements()) == 4 and len(groups[1].get_measurements()) == 3
