@@ -1,0 +1,1 @@
+"""Slice-wise 2-D segmentation of sagittal lumbar MR into vertebra, disc and canal."""
