@@ -55,6 +55,8 @@ class NodeConfig:
     database_url: str = ""
     broker_url: str = ""
     result_backend: str = ""
+    #: prefix of every Redis key (queues, results) so several nodes can share one Redis
+    broker_key_prefix: str = ""
     ae_title: str = "LUMBARNODE"
     dimse_host: str = "0.0.0.0"
     dimse_port: int = 11112

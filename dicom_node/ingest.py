@@ -185,7 +185,7 @@ class Ingestor:
                              patient_id=study.patient_id, ae_title=ae_title, ip=ip,
                              previous_state=study.state, sop_instance_uid=sop_uid)
                 study.state = "receiving"
-                study.reason = None
+                study.reason, study.checked_at = None, None
             if ae_title:
                 study.calling_ae, study.calling_ip = ae_title, ip
         modality = str(ds.get("Modality", "") or "")[:16] or None

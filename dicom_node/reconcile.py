@@ -1,0 +1,55 @@
+"""Re-queue work the queue lost: jobs stuck in `running` past their deadline (a worker died
+after the broker redelivery window) and deliveries whose retry time has come.
+
+Runs in `serve` and as a periodic Celery task; with several of either on PostgreSQL the
+`FOR UPDATE SKIP LOCKED` select makes each row go to exactly one of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import Select, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicom_node import audit, outbox
+from dicom_node.config import NodeConfig
+from dicom_node.db.models import Delivery, Job, Study, utcnow
+from dicom_node.tasks import DELIVER_RESULTS, PROCESS_STUDY
+
+log = logging.getLogger(__name__)
+
+
+def _locked(session: Session, stmt: Select) -> Select:
+    if session.get_bind().dialect.name == "postgresql":
+        return stmt.with_for_update(skip_locked=True)
+    return stmt
+
+
+def reconcile(sessions: sessionmaker[Session], config: NodeConfig,
+              now: datetime | None = None) -> dict[str, int]:
+    now = now or utcnow()
+    stale = now - timedelta(seconds=config.job_stale_seconds)
+    counts = {"jobs_requeued": 0, "deliveries_queued": 0}
+    with sessions() as session, session.begin():
+        stuck = session.scalars(_locked(session, select(Job).where(
+            Job.state == "running", Job.superseded_by.is_(None),
+            or_(Job.heartbeat_at < stale, Job.heartbeat_at.is_(None)))))
+        for job in stuck:
+            job.state = "queued"
+            outbox.enqueue(session, PROCESS_STUDY, job_id=job.id)
+            study = session.get(Study, job.study_id)
+            audit.record(session, "job.requeued", study_uid=study.study_instance_uid if study
+                         else None, actor="reconciler", job_id=job.id,
+                         reason=f"running without heartbeat since before {stale.isoformat()}")
+            counts["jobs_requeued"] += 1
+        due = session.scalars(_locked(session, select(Delivery).where(
+            Delivery.status == "pending", Delivery.next_attempt_at <= now)))
+        for delivery in due:
+            delivery.status = "queued"
+            outbox.enqueue(session, DELIVER_RESULTS, delivery_id=delivery.id)
+            counts["deliveries_queued"] += 1
+    if any(counts.values()):
+        log.info("reconciler: %s", counts)
+    return counts
