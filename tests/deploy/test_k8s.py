@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import pytest
 import yaml
 from deploy_files import K8S, k8s_documents, k8s_objects, read_env_file
@@ -124,3 +127,27 @@ def test_every_object_has_a_kind_and_name() -> None:
     for path, doc in k8s_documents():
         assert doc.get("apiVersion") and doc.get("kind"), path
         assert doc["metadata"]["name"], path
+
+
+def test_kustomize_builds_into_one_namespace(tmp_path) -> None:
+    """kubectl's built-in kustomize renders the manifests offline, as `kubectl apply -k` would."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    work = tmp_path / "k8s"
+    shutil.copytree(K8S, work)
+    shutil.copy(work / "secrets.env.example", work / "secrets.env")
+    built = subprocess.run([kubectl, "kustomize", str(work)], capture_output=True, text=True,
+                           timeout=60, check=False)
+    assert built.returncode == 0, built.stderr
+    objects = [d for d in yaml.safe_load_all(built.stdout) if d]
+    kinds = sorted(d["kind"] for d in objects)
+    assert kinds.count("Deployment") == 3 and "Secret" in kinds and "ScaledObject" in kinds
+    assert {d["metadata"].get("namespace") for d in objects if d["kind"] != "Namespace"} == {
+        "lumbar-node"}
+    secret = next(d for d in objects if d["kind"] == "Secret")
+    assert secret["metadata"]["name"] == "lumbar-node-secrets"
+    assert set(secret["data"]) == set(read_env_file(K8S / "secrets.env.example"))
+    images = {c["image"] for d in objects if d["kind"] == "Deployment"
+              for c in d["spec"]["template"]["spec"]["containers"]}
+    assert images == {"lumbar-node/node:0.1.0", "lumbar-node/worker:0.1.0"}
