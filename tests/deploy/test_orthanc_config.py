@@ -40,3 +40,18 @@ def test_lua_script_defines_the_routing_callback_and_guards() -> None:
         assert f"function {function}" in lua
     assert re.search(r'ResultSeriesPrefix = "AI lumbar"', lua)
     assert 'GetOrthancConfiguration()["LumbarNode"]' in lua
+
+
+def test_loop_guard_matches_the_result_objects_the_node_writes() -> None:
+    """The routing script recognises results by these headers; models/reports sets them."""
+    from models.reports import equipment
+    from models.reports.keyimage import sop as keyimage_sop
+    from models.reports.seg import sop as seg_sop
+    from models.reports.sr import sop as sr_sop
+
+    settings = json.loads((ORTHANC / "orthanc.json").read_text())["LumbarNode"]
+    assert equipment.MANUFACTURER.upper() == settings["ResultManufacturer"].upper()
+    prefix = settings["ResultSeriesPrefix"].upper()
+    for description in (seg_sop.SERIES_DESCRIPTION, sr_sop.SERIES_DESCRIPTION,
+                        keyimage_sop.SERIES_DESCRIPTION, keyimage_sop.KOS_SERIES_DESCRIPTION):
+        assert description.upper().startswith(prefix), description

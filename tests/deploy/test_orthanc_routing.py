@@ -157,3 +157,22 @@ def test_unlisted_calling_ae_cannot_store(pacs: OrthancServer, tmp_path: Path) -
                      called_aet=pacs.aet, calling_aet="STRANGER")
     assert sent.returncode != 0
     assert pacs.study_id(source.StudyInstanceUID) is None
+
+
+def test_results_stored_over_stow_rs_are_found_and_not_routed(
+    pacs: OrthancServer, node_scp: StoreSCP, tmp_path: Path
+) -> None:
+    """The node's DICOMweb destination: STOW-RS with the client library the node delivers with."""
+    from dicomweb_client.api import DICOMwebClient
+
+    source = pydicom.dcmread(make_mr_series(tmp_path / "s", slices=1)[0])
+    sr = pydicom.dcmread(make_result_sr(source, tmp_path / "sr.dcm"))
+    client = DICOMwebClient(url=pacs.dicomweb_url)
+    response = client.store_instances(datasets=[sr])
+    assert response.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == sr.SOPInstanceUID
+    found = client.search_for_instances(
+        study_instance_uid=sr.StudyInstanceUID, search_filters={"Modality": "SR"}
+    )
+    assert [i["00080018"]["Value"][0] for i in found] == [sr.SOPInstanceUID]
+    wait_routed(pacs, sr.StudyInstanceUID, "is not a lumbar spine MR, skipped")
+    assert sr.SOPInstanceUID not in received_uids(node_scp)
