@@ -35,31 +35,33 @@ FOR_UID = "1.2.826.0.1.3680043.8.498.1003"
 #: rows of each vertebral body (cranial first) and the disc below it
 BODY_ROWS, DISC_ROWS, TOP = 12, 4, 4
 BODY_COLS, CANAL_COLS = (8, 28), (31, 37)
-LABELLED_SLICES = range(1, 6)
 
 
-def make_labels() -> np.ndarray:
-    labels = np.zeros((SLICES, ROWS, COLS), dtype=np.uint16)
+def make_labels(scale: int = 1, slices: int = SLICES) -> np.ndarray:
+    """Labels on the base grid, each pixel repeated ``scale`` times along rows and columns."""
+    labelled = range(1, slices - 1)
+    labels = np.zeros((slices, ROWS, COLS), dtype=np.uint16)
     row = TOP
     for name in ("L1", "L2", "L3", "L4", "L5"):
         labels[
-            LABELLED_SLICES.start : LABELLED_SLICES.stop,
+            labelled.start : labelled.stop,
             row : row + BODY_ROWS,
             BODY_COLS[0] : BODY_COLS[1],
         ] = spider_vertebra_label(name)
         row += BODY_ROWS
         level = f"{name}-{'S1' if name == 'L5' else 'L' + str(int(name[1]) + 1)}"
         labels[
-            LABELLED_SLICES.start : LABELLED_SLICES.stop,
+            labelled.start : labelled.stop,
             row : row + DISC_ROWS,
             BODY_COLS[0] + 1 : BODY_COLS[1] - 1,
         ] = spider_disc_label(level)
         row += DISC_ROWS
-    labels[
-        LABELLED_SLICES.start : LABELLED_SLICES.stop, row : ROWS - 2, BODY_COLS[0] : BODY_COLS[1]
-    ] = spider_vertebra_label("sacrum")
-    labels[2:5, TOP:row, CANAL_COLS[0] : CANAL_COLS[1]] = SPIDER_CANAL
-    return labels
+    labels[labelled.start : labelled.stop, row : ROWS - 2, BODY_COLS[0] : BODY_COLS[1]] = (
+        spider_vertebra_label("sacrum")
+    )
+    mid = slices // 2
+    labels[mid - 1 : mid + 2, TOP:row, CANAL_COLS[0] : CANAL_COLS[1]] = SPIDER_CANAL
+    return labels.repeat(scale, axis=1).repeat(scale, axis=2)
 
 
 def write_series(directory: Path, labels: np.ndarray) -> dict[str, Path]:
@@ -67,8 +69,9 @@ def write_series(directory: Path, labels: np.ndarray) -> dict[str, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(3)
     files: dict[str, Path] = {}
-    for index in range(SLICES):
-        pixels = rng.normal(100, 10, (ROWS, COLS))
+    scale = labels.shape[1] // ROWS
+    for index in range(labels.shape[0]):
+        pixels = rng.normal(100, 10, labels.shape[1:])
         lab = labels[index]
         pixels[(lab >= 1) & (lab <= 5) | (lab == 50)] += 400
         pixels[lab > 200] += 700
@@ -96,12 +99,12 @@ def write_series(directory: Path, labels: np.ndarray) -> dict[str, Path]:
         ds.EchoTrainLength, ds.MagneticFieldStrength = 16, 1.5
         ds.ImagePositionPatient = [float(-6.0 + index * THICKNESS), -50.0, 100.0]
         ds.ImageOrientationPatient = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]
-        ds.PixelSpacing = list(SPACING)
+        ds.PixelSpacing = [v / scale for v in SPACING]
         ds.SliceThickness = THICKNESS
         ds.SliceLocation = float(-6.0 + index * THICKNESS)
         ds.PositionReferenceIndicator = ""
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.Rows, ds.Columns = ROWS, COLS
+        ds.Rows, ds.Columns = labels.shape[1:]
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
         ds.PixelData = np.clip(pixels, 0, 4095).astype(np.uint16).tobytes()
         ds.save_as(ds.filename, enforce_file_format=True)
@@ -119,14 +122,19 @@ def make_findings(
 ) -> dict:
     """findings.json for the study: grades cycle through the RSNA grades."""
     versions = versions or {}
-    mid = SLICES // 2
+    mid = volume.array.shape[0] // 2
+    scale = volume.array.shape[1] // ROWS
+
+    def at(slice_: float, row: float, col: float) -> list[float]:
+        return volume.index_to_lps([slice_, row * scale, col * scale]).tolist()
+
     levels, findings, rsna = [], [], {}
     for level in LEVELS:
         r0, r1 = _disc_rows(level)
-        centre = volume.index_to_lps([mid, (r0 + r1) / 2, sum(BODY_COLS) / 2]).tolist()
-        canal = [volume.index_to_lps([mid, (r0 + r1) / 2, c]).tolist() for c in CANAL_COLS]
-        front = [volume.index_to_lps([mid, r, BODY_COLS[0] + 1]).tolist() for r in (r0, r1)]
-        back = [volume.index_to_lps([mid, r, BODY_COLS[1] - 2]).tolist() for r in (r0, r1)]
+        centre = at(mid, (r0 + r1) / 2, sum(BODY_COLS) / 2)
+        canal = [at(mid, (r0 + r1) / 2, c) for c in CANAL_COLS]
+        front = [at(mid, r, BODY_COLS[0] + 1) for r in (r0, r1)]
+        back = [at(mid, r, BODY_COLS[1] - 2) for r in (r0, r1)]
         levels.append(
             {
                 "level": level,
@@ -162,10 +170,7 @@ def make_findings(
         )
     for i, (condition, side, level) in enumerate(finding_keys()):
         r0, r1 = _disc_rows(level)
-        corners = [
-            volume.index_to_lps([mid, r, c]).tolist()
-            for r, c in ((r0 - 2, 6), (r0 - 2, 40), (r1 + 2, 40), (r1 + 2, 6))
-        ]
+        corners = [at(mid, r, c) for r, c in ((r0 - 2, 6), (r0 - 2, 40), (r1 + 2, 40), (r1 + 2, 6))]
         key = rsna_key(condition, side, level)
         grade_index = i % 3
         probabilities = [0.1, 0.1, 0.1]
@@ -210,8 +215,10 @@ def make_findings(
     }
 
 
-def make_study(directory: Path) -> tuple[StudyAnatomy, dict[str, Path], np.ndarray]:
-    labels = make_labels()
+def make_study(
+    directory: Path, scale: int = 1, slices: int = SLICES
+) -> tuple[StudyAnatomy, dict[str, Path], np.ndarray]:
+    labels = make_labels(scale, slices)
     files = write_series(directory / "dicom" / "sag_t2", labels)
     volume = load_volume(sorted(files.values()), role="sag_t2")
     # the assembled slice order is the label order (ascending position along the normal)

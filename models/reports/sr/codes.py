@@ -96,6 +96,15 @@ DISC_CODES: Final[dict[str, Code]] = dict(
         strict=True,
     )
 )
+#: Vertebrae as finding sites of vertebral measurements.
+VERTEBRA_CODES: Final[dict[str, Code]] = {
+    "L1": codes.SCT.L1Vertebra,
+    "L2": codes.SCT.L2Vertebra,
+    "L3": codes.SCT.L3Vertebra,
+    "L4": codes.SCT.L4Vertebra,
+    "L5": codes.SCT.L5Vertebra,
+    "S1": codes.SCT.Sacrum,
+}
 LATERALITY: Final[dict[str, Code]] = {"left": codes.SCT.Left, "right": codes.SCT.Right}
 
 #: Procedure reported when the source names none: MR, with the lumbar spine as finding site

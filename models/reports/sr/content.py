@@ -67,7 +67,7 @@ def measurement_group(
     names: Sequence[str],
     locator: SliceLocator,
     tracking_uid: str,
-    algorithm: hd.sr.AlgorithmIdentification,
+    algorithm: hd.sr.AlgorithmIdentification | None,
     segment: tuple[Dataset, int] | None,
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     level, side = finding["level"], finding.get("side")
@@ -75,7 +75,7 @@ def measurement_group(
     free = roi_region is None and segment is None
     by_name = {str(m["name"]): m for m in (level_record or {}).get("measurements", [])}
     nums = [_probability(finding, segment)] + [
-        build_measurement(name, by_name.get(name), level, locator, "mm", free) for name in names
+        build_measurement(name, by_name.get(name), level, locator, free) for name in names
     ]
     measurements = [num for num in nums if num is not None]
     severity = GRADE_CODES[finding["grade"]] if finding.get("assessable") else UNDETERMINED
@@ -114,10 +114,10 @@ def measurement_group(
 
 
 def _roi(roi: Mapping | None, locator: SliceLocator) -> hd.sr.ImageRegion | None:
-    if not roi:
+    if not roi or roi.get("corners_lps") is None:
         return None
-    corners = roi.get("corners_lps")
-    if not corners or len(corners) < 3:
+    corners = roi["corners_lps"]
+    if len(corners) < 3:
         raise ValueError(f"ROI needs at least 3 corners, got {corners!r}")
     sop, data = locator.pixel_points(roi["series_instance_uid"], roi["slice"], corners)
     closed = np.vstack([data, data[:1]])

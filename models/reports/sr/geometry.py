@@ -25,16 +25,32 @@ class SliceLocator:
             self._volumes.setdefault(volume.series_instance_uid, []).append(volume)
         self._headers = headers
 
-    def instance(self, series_instance_uid: str, slice_index: int) -> tuple[Volume, str]:
+    def instance(
+        self, series_instance_uid: str, slice_index: int, points_lps: np.ndarray | None = None
+    ) -> tuple[Volume, str]:
+        """The volume and SOP instance of a slice.
+
+        An axial series acquired as angled blocks is several stacks under one series UID;
+        a slice index alone is then ambiguous, so the stack whose slice lies closest to the
+        given points is taken.
+        """
         stacks = self._volumes.get(series_instance_uid)
         if not stacks:
             raise ValueError(f"series {series_instance_uid!r} is not among the study's volumes")
         if not isinstance(slice_index, int | np.integer) or isinstance(slice_index, bool):
             raise ValueError(f"slice index must be an integer, got {slice_index!r}")
-        for volume in stacks:
-            if 0 <= slice_index < len(volume.sop_instance_uids):
-                return volume, volume.sop_instance_uids[slice_index]
-        raise ValueError(f"slice {slice_index} is outside series {series_instance_uid!r}")
+        candidates = [v for v in stacks if 0 <= slice_index < len(v.sop_instance_uids)]
+        if not candidates:
+            raise ValueError(f"slice {slice_index} is outside series {series_instance_uid!r}")
+        if points_lps is not None and len(candidates) > 1:
+
+            def distance(volume: Volume) -> float:
+                offset = volume.lps_to_index(points_lps)[:, 0] - slice_index
+                return float(np.abs(offset * volume.spacing[0]).mean())
+
+            candidates.sort(key=distance)
+        volume = candidates[0]
+        return volume, volume.sop_instance_uids[slice_index]
 
     def header(self, sop_instance_uid: str) -> Dataset:
         if sop_instance_uid not in self._headers:
@@ -65,7 +81,7 @@ class SliceLocator:
             or not np.isfinite(points).all()
         ):
             raise ValueError(f"points must be finite (N, 3) LPS coordinates, got {points_lps!r}")
-        volume, sop = self.instance(series_instance_uid, slice_index)
+        volume, sop = self.instance(series_instance_uid, slice_index, points)
         index = volume.lps_to_index(points)
         pixels = index[:, [2, 1]] + 0.5
         return sop, pixels.astype(np.float32)

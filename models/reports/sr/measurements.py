@@ -19,7 +19,7 @@ from highdicom.sr import CodedConcept
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from models.reports.sr.codes import DISC_CODES, private
+from models.reports.sr.codes import DISC_CODES, LEVEL_CODES, VERTEBRA_CODES, private
 from models.reports.sr.geometry import SliceLocator
 
 
@@ -27,7 +27,7 @@ from models.reports.sr.geometry import SliceLocator
 class MeasurementKind:
     name: Code | CodedConcept
     unit: Code | CodedConcept
-    #: "canal" or "disc": which structure of the level is the finding site
+    #: "canal", "disc", "vertebra" (the one above the disc) or "level": the finding site
     site: str | None
     modifier: Code | None = None
 
@@ -40,6 +40,10 @@ KNOWN: Final[dict[str, MeasurementKind]] = {
     ),
     "disc_height_posterior": MeasurementKind(
         codes.DCM.Height, codes.UCUM.Millimeter, "disc", codes.SCT.Posterior
+    ),
+    "vertebral_body_height": MeasurementKind(codes.DCM.Height, codes.UCUM.Millimeter, "vertebra"),
+    "anterolisthesis": MeasurementKind(
+        private("LSTEN-LISTHESIS", "Anterolisthesis"), codes.UCUM.Millimeter, "level"
     ),
 }
 
@@ -65,7 +69,6 @@ def build_measurement(
     record: Mapping | None,
     level: str,
     locator: SliceLocator,
-    default_unit: str,
     with_coordinates: bool,
 ) -> hd.sr.Measurement | None:
     """One NUM, or None where the level has no value (``record`` None or without value).
@@ -73,14 +76,10 @@ def build_measurement(
     ``with_coordinates`` attaches the measurement line as an INFERRED FROM SCOORD, which
     TID 1501 groups allow and ROI groups (TID 1410/1411) forbid.
     """
-    kind = kind_of(name, str(record.get("unit", "")) if record else default_unit)
-    sites: list[hd.sr.FindingSite] = []
-    if kind.site == "canal":
-        sites.append(hd.sr.FindingSite(codes.SCT.VertebralCanal))
-    elif kind.site == "disc":
-        sites.append(hd.sr.FindingSite(DISC_CODES[level], topographical_modifier=kind.modifier))
     if record is None or record.get("value") is None:
         return None
+    kind = kind_of(name, str(record.get("unit", "")))
+    sites = _sites(kind, level, record)
     value = float(record["value"])
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"measurement {name!r} at {level} has value {record['value']!r}")
@@ -108,3 +107,18 @@ def build_measurement(
         finding_sites=sites or None,
         referenced_coordinates=coordinates,
     )
+
+
+def _sites(kind: MeasurementKind, level: str, record: Mapping) -> list[hd.sr.FindingSite]:
+    if kind.site == "canal":
+        return [hd.sr.FindingSite(codes.SCT.VertebralCanal)]
+    if kind.site == "disc":
+        return [hd.sr.FindingSite(DISC_CODES[level], topographical_modifier=kind.modifier)]
+    if kind.site == "vertebra":
+        vertebra = str(record.get("vertebra") or level.split("-")[0])
+        if vertebra not in VERTEBRA_CODES:
+            raise ValueError(f"measurement {record.get('name')!r} names vertebra {vertebra!r}")
+        return [hd.sr.FindingSite(VERTEBRA_CODES[vertebra])]
+    if kind.site == "level":
+        return [hd.sr.FindingSite(LEVEL_CODES[level])]
+    return []

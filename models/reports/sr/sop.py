@@ -66,7 +66,7 @@ def build_sr(
             )
         )
     groups = _complete_first(groups)
-    referenced = _referenced_headers(groups, headers)
+    referenced = _referenced_headers(groups, headers) or _seg_sources(segs, headers)
     if not referenced:
         raise ValueError("the findings reference no source image: nothing ties the SR to the study")
     evidence = referenced + list(segs)
@@ -128,8 +128,11 @@ def _findings_by_key(items: Sequence[Mapping]) -> dict[str, Mapping]:
     return by_key
 
 
-def _grader(models: Mapping, finding: Mapping) -> hd.sr.AlgorithmIdentification:
+def _grader(models: Mapping, finding: Mapping) -> hd.sr.AlgorithmIdentification | None:
+    """The grader of an assessed finding; a finding nobody could grade names none."""
     grader = str(finding.get("grader") or "")
+    if not grader and not finding.get("assessable"):
+        return None
     card = models.get(f"grader_{grader}") or {}
     name = str(card.get("name") or f"{grader} grader")
     version = str(finding.get("model_version") or card.get("version") or "")
@@ -163,6 +166,17 @@ def _referenced_headers(groups: Sequence[Dataset], headers: Mapping[str, Dataset
 
     walk(item for group in groups for item in group)
     return [headers[uid] for uid in uids if uid in headers]
+
+
+def _seg_sources(segs: Sequence[Dataset], headers: Mapping[str, Dataset]) -> list[Dataset]:
+    """Source images of the SEGs: the evidence when no finding points at an image."""
+    return [
+        headers[str(ref.ReferencedSOPInstanceUID)]
+        for seg in segs
+        for series in seg.ReferencedSeriesSequence
+        for ref in series.ReferencedInstanceSequence
+        if str(ref.ReferencedSOPInstanceUID) in headers
+    ]
 
 
 def _procedures(source: Dataset) -> list[Code | hd.sr.CodedConcept]:
