@@ -1,0 +1,100 @@
+"""The shipped PACS settings against the node's real DICOM SCP.
+
+Orthanc runs deploy/orthanc/orthanc.json and autoroute.lua; the node's SCP runs with the
+environment docker-compose.yml gives it (AE title, allowlist), only with loopback ports, a temp
+data dir and SQLite. A study Orthanc routes must land in the node's spool and database; a PACS
+whose AE title the node does not list must be refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from deploy_files import DEPLOY, load_compose, read_env_file
+from dicom_samples import make_mr_series
+from orthanc import Modality, OrthancServer, free_port, orthanc_binary, wait_until
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicom_node.config import NodeConfig, load_config
+from dicom_node.db import migrate
+from dicom_node.db.models import Instance, Series, Study
+from dicom_node.db.session import make_engine, make_sessionmaker
+from dicom_node.dimse.scp import StoreSCP
+
+pytestmark = pytest.mark.xdist_group("orthanc")
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeConfig, sessionmaker]]:
+    if orthanc_binary() is None:
+        pytest.skip("Orthanc is not installed")
+    compose = load_compose(read_env_file(DEPLOY / "env.example"))
+    env = {k: str(v) for k, v in compose["services"]["node"]["environment"].items()}
+    data = tmp_path_factory.mktemp("node")
+    config = load_config(
+        env=env, data_dir=data, spool_dir=data / "spool", database_url="",
+        dimse_host="127.0.0.1", dimse_port=free_port(),
+    )
+    migrate.upgrade(config.db_url)
+    engine = make_engine(config.db_url)
+    scp = StoreSCP(config, make_sessionmaker(engine))
+    scp.start()
+    yield config, make_sessionmaker(engine)
+    scp.stop()
+    engine.dispose()
+
+
+def pacs_for(node: NodeConfig, workdir: Path, aet: str) -> OrthancServer:
+    return OrthancServer(
+        workdir, destination=Modality(node.ae_title, "127.0.0.1", node.dimse_port), aet=aet,
+        stable_age=1,
+    )
+
+
+def instances_of(sessions: sessionmaker[Session], study_uid: str) -> int:
+    with sessions() as s:
+        return int(s.scalar(
+            select(func.count(Instance.id)).join(Series).join(Study).where(
+                Study.study_instance_uid == study_uid)
+        ) or 0)
+
+
+def test_routed_study_reaches_the_node_spool(
+    node: tuple[NodeConfig, sessionmaker], tmp_path: Path
+) -> None:
+    config, sessions = node
+    aet = config.allowed_callers[0].ae_title  # the bundled Orthanc's AE title
+    files = make_mr_series(tmp_path / "study", slices=3)
+    study_uid = pydicom.dcmread(files[0]).StudyInstanceUID
+    with pacs_for(config, tmp_path / "pacs", aet) as pacs:
+        pacs.upload(files)
+        wait_until(lambda: instances_of(sessions, study_uid) == 3, 20,
+                   f"3 instances of {study_uid} in the node database")
+    spooled = list(config.spool.rglob("*.dcm"))
+    uids = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in spooled}
+    assert {str(pydicom.dcmread(f).SOPInstanceUID) for f in files} <= uids
+    with sessions() as s:
+        study = s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+        assert study is not None and study.calling_ae == aet
+
+
+def test_pacs_not_on_the_allowlist_is_refused(
+    node: tuple[NodeConfig, sessionmaker], tmp_path: Path
+) -> None:
+    config, sessions = node
+    files = make_mr_series(tmp_path / "study", slices=1)
+    study_uid = pydicom.dcmread(files[0]).StudyInstanceUID
+    with pacs_for(config, tmp_path / "pacs", "OTHERPACS") as pacs:
+        pacs.upload(files)
+        study_id = wait_until(lambda: pacs.study_id(study_uid), 10, "study in Orthanc")
+        line = pacs.wait_for_log(f"study {study_id} (1 series) sent to lumbarnode")
+        job_id = line.rsplit("in job ", 1)[1].strip()
+        job = wait_until(
+            lambda: (j := pacs.get_json(f"/jobs/{job_id}"))["State"] in ("Failure", "Success")
+            and j, 20, "the store job to finish")
+    assert job["State"] == "Failure"
+    assert instances_of(sessions, study_uid) == 0
