@@ -230,6 +230,7 @@ def test_sr_names_the_algorithm_and_private_scheme(study):
 def test_key_image_burns_in_grades_and_notice(study):
     key = pydicom.dcmread(study["out"]["keyimage"])
     assert key.BurnedInAnnotation == "YES" and key.PhotometricInterpretation == "RGB"
+    assert key.file_meta.TransferSyntaxUID == pydicom.uid.RLELossless
     pixels = key.pixel_array
     assert pixels.shape[0] >= 512 and pixels.shape[2] == 3
     banner = pixels[:44].reshape(-1, 3)
@@ -308,3 +309,24 @@ def test_a_complete_group_leads_when_the_first_finding_is_not_assessable(study, 
     assert str(groups[0].tracking_identifier) == "L2-L3 canal: moderate"
     assert str(groups[1].tracking_identifier) == "L1-L2 canal: not assessable"
     assert len(groups[0].get_measurements()) == 4 and len(groups[1].get_measurements()) == 3
+
+
+def test_findings_as_the_grader_leaves_them(study, tmp_path):
+    """Ungraded findings carry no grader, version or ROI; some ROIs have no corners."""
+    findings = json.loads(json.dumps(study["findings"]))
+    ungraded, cornerless = findings["findings"][0], findings["findings"][1]
+    ungraded.update(assessable=False, grade=None, probabilities=None, grader=None,
+                    model_version=None, roi=None, reason="level L1-L2 was not found")
+    cornerless["roi"] = dict(cornerless["roi"], corners_lps=None)
+    out = write_results(findings, study["anatomy"], study["files"], tmp_path)
+    content = hd.sr.srread(out["sr"]).content
+    planar = content.get_planar_roi_measurement_groups()
+    volumetric = content.get_volumetric_roi_measurement_groups()
+    assert len(planar) == 23 and len(volumetric) == 2
+    by_text = {str(g.tracking_identifier): g for g in volumetric}
+    disc = by_text["L2-L3 canal: moderate"].reference_type  # the L2/L3 disc segment
+    assert disc.meaning == "Referenced Segment"
+    assert "L1-L2 canal: not assessable" in by_text
+    if shutil.which("dciodvfy"):
+        result = _run("dciodvfy", "-new", str(out["sr"]))
+        assert not [x for x in result.stderr.splitlines() if x.startswith("Error")]

@@ -8,6 +8,7 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.uid import RLELossless
 
 from models.reports.equipment import MANUFACTURER, Algorithm, copy_patient_study, device_observer
 from models.reports.keyimage.render import NOTICE, render
@@ -37,11 +38,14 @@ def build_key_image(
     sop_instance_uid: str,
     series_number: int = 9003,
     contributing_equipment: Sequence[hd.ContributingEquipment] | None = None,
+    transfer_syntax_uid: str = RLELossless,
 ) -> hd.sc.SCImage:
     """Key image of ``pixels`` (the slice of ``source``) with outlines and the grade table.
 
     The image part keeps the slice's orientation (rows along IOP column direction) but is
     rescaled to square pixels, so PatientOrientation is given and PixelSpacing is not.
+    RLE Lossless by default: every PACS decodes it, it keeps burned-in text exact and it
+    makes the object less than half the size of the uncompressed one.
     """
     for keyword in (
         "ImageOrientationPatient",
@@ -80,6 +84,7 @@ def build_key_image(
         referring_physician_name=source.get("ReferringPhysicianName"),
         patient_orientation=(orientation_letters(iop[:3]), orientation_letters(iop[3:])),
         contributing_equipment=contributing_equipment,
+        transfer_syntax_uid=transfer_syntax_uid,
     )
     copy_patient_study(source, sc)
     sc.SeriesDescription = SERIES_DESCRIPTION
