@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from tls_certs import TlsFiles
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY_ORTHANC = REPO / "deploy" / "orthanc"
@@ -101,11 +102,25 @@ def harness_config(
     aet: str = "ORTHANC",
     stable_age: int = 2,
     extra_modalities: dict[str, Modality] | None = None,
+    tls: TlsFiles | None = None,
 ) -> dict[str, Any]:
-    """The shipped orthanc.json with the node's address injected and ports/storage made local."""
+    """The shipped orthanc.json with the node's address injected and ports/storage made local.
+
+    With `tls`, Orthanc's DICOM port speaks TLS only, requires a client certificate signed by
+    `tls.ca`, and reaches the node over TLS (`UseDicomTls`) with the same certificate.
+    """
     config = load_deploy_config()
     node_entry = dict(config["DicomModalities"][NODE_MODALITY])
     node_entry.update(AET=destination.aet, Host=destination.host, Port=destination.port)
+    if tls is not None:
+        node_entry["UseDicomTls"] = True
+        config.update(
+            DicomTlsEnabled=True,
+            DicomTlsCertificate=str(tls.cert),
+            DicomTlsPrivateKey=str(tls.key),
+            DicomTlsTrustedCertificates=str(tls.ca),
+            DicomTlsRemoteCertificateRequired=True,
+        )
     modalities: dict[str, Any] = {NODE_MODALITY: node_entry}
     for name, modality in (extra_modalities or {}).items():
         modalities[name] = {
@@ -141,6 +156,7 @@ class OrthancServer:
         aet: str = "ORTHANC",
         stable_age: int = 2,
         extra_modalities: dict[str, Modality] | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         binary = orthanc_binary()
         if binary is None:
@@ -155,7 +171,7 @@ class OrthancServer:
         self.config = harness_config(
             self.workdir, destination=destination, http_port=self.http_port,
             dicom_port=self.dicom_port, aet=aet, stable_age=stable_age,
-            extra_modalities=extra_modalities,
+            extra_modalities=extra_modalities, tls=tls,
         )
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.dicomweb_url = f"{self.url}/dicom-web"

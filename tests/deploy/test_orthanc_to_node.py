@@ -18,6 +18,7 @@ from dicom_samples import make_mr_series
 from orthanc import Modality, OrthancServer, free_port, orthanc_binary, wait_until
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
+from tls_certs import TlsFiles, issue, make_ca
 
 from dicom_node.config import NodeConfig, load_config
 from dicom_node.db import migrate
@@ -48,11 +49,23 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeConfig,
     engine.dispose()
 
 
-def pacs_for(node: NodeConfig, workdir: Path, aet: str) -> OrthancServer:
+def pacs_for(
+    node: NodeConfig, workdir: Path, aet: str, tls: TlsFiles | None = None
+) -> OrthancServer:
     return OrthancServer(
         workdir, destination=Modality(node.ae_title, "127.0.0.1", node.dimse_port), aet=aet,
-        stable_age=1,
+        stable_age=1, tls=tls,
     )
+
+
+def wait_store_job(pacs: OrthancServer, study_uid: str) -> dict:
+    """The finished job in which the routing script sent this study to the node."""
+    study_id = wait_until(lambda: pacs.study_id(study_uid), 10, "study in Orthanc")
+    line = pacs.wait_for_log(f"study {study_id} (1 series) sent to lumbarnode")
+    job_id = line.rsplit("in job ", 1)[1].strip()
+    return wait_until(
+        lambda: (j := pacs.get_json(f"/jobs/{job_id}"))["State"] in ("Failure", "Success") and j,
+        30, "the store job to finish")
 
 
 def instances_of(sessions: sessionmaker[Session], study_uid: str) -> int:
@@ -90,11 +103,48 @@ def test_pacs_not_on_the_allowlist_is_refused(
     study_uid = pydicom.dcmread(files[0]).StudyInstanceUID
     with pacs_for(config, tmp_path / "pacs", "OTHERPACS") as pacs:
         pacs.upload(files)
-        study_id = wait_until(lambda: pacs.study_id(study_uid), 10, "study in Orthanc")
-        line = pacs.wait_for_log(f"study {study_id} (1 series) sent to lumbarnode")
-        job_id = line.rsplit("in job ", 1)[1].strip()
-        job = wait_until(
-            lambda: (j := pacs.get_json(f"/jobs/{job_id}"))["State"] in ("Failure", "Success")
-            and j, 20, "the store job to finish")
+        job = wait_store_job(pacs, study_uid)
     assert job["State"] == "Failure"
+    assert instances_of(sessions, study_uid) == 0
+
+
+@pytest.fixture()
+def tls_node(
+    node: tuple[NodeConfig, sessionmaker], tmp_path: Path
+) -> Iterator[tuple[NodeConfig, sessionmaker, TlsFiles]]:
+    """The same node with mutual DICOM TLS (LUMBAR_NODE_TLS_CERT/_KEY/_CA) on its own port."""
+    config, sessions = node
+    ca = make_ca(tmp_path / "ca")
+    node_tls = issue(tmp_path / "node-tls", "lumbar-node", ca)
+    tls_config = config.replace(
+        dimse_port=free_port(), tls_cert=node_tls.cert, tls_key=node_tls.key, tls_ca=node_tls.ca
+    )
+    scp = StoreSCP(tls_config, sessions)
+    scp.start()
+    yield tls_config, sessions, issue(tmp_path / "pacs-tls", "pacs", ca)
+    scp.stop()
+
+
+def test_routing_over_mutual_dicom_tls(
+    tls_node: tuple[NodeConfig, sessionmaker, TlsFiles], tmp_path: Path
+) -> None:
+    config, sessions, pacs_tls = tls_node
+    files = make_mr_series(tmp_path / "study", slices=2)
+    study_uid = pydicom.dcmread(files[0]).StudyInstanceUID
+    aet = config.allowed_callers[0].ae_title
+    with pacs_for(config, tmp_path / "pacs", aet, tls=pacs_tls) as pacs:
+        pacs.upload(files)
+        assert wait_store_job(pacs, study_uid)["State"] == "Success"
+    assert instances_of(sessions, study_uid) == 2
+
+
+def test_plain_dicom_to_a_tls_node_is_refused(
+    tls_node: tuple[NodeConfig, sessionmaker, TlsFiles], tmp_path: Path
+) -> None:
+    config, sessions, _ = tls_node
+    files = make_mr_series(tmp_path / "study", slices=1)
+    study_uid = pydicom.dcmread(files[0]).StudyInstanceUID
+    with pacs_for(config, tmp_path / "pacs", config.allowed_callers[0].ae_title) as pacs:
+        pacs.upload(files)
+        assert wait_store_job(pacs, study_uid)["State"] == "Failure"
     assert instances_of(sessions, study_uid) == 0
