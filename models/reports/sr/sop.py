@@ -69,7 +69,7 @@ def build_sr(
     referenced = _referenced_headers(groups, headers) or _seg_sources(segs, headers)
     if not referenced:
         raise ValueError("the findings reference no source image: nothing ties the SR to the study")
-    evidence = referenced + list(segs)
+    evidence = referenced + [_header(seg) for seg in segs]
     algorithm = node_algorithm(models)
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(
@@ -166,6 +166,14 @@ def _referenced_headers(groups: Sequence[Dataset], headers: Mapping[str, Dataset
 
     walk(item for group in groups for item in group)
     return [headers[uid] for uid in uids if uid in headers]
+
+
+def _header(ds: Dataset) -> Dataset:
+    """Shallow copy without pixels: highdicom deep-copies evidence, and a SEG's frames are
+    most of its bytes but none of what the evidence sequence records."""
+    header = Dataset({tag: elem for tag, elem in ds.items() if tag < 0x7FE00000})
+    header.file_meta = getattr(ds, "file_meta", Dataset())
+    return header
 
 
 def _seg_sources(segs: Sequence[Dataset], headers: Mapping[str, Dataset]) -> list[Dataset]:
