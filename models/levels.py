@@ -31,6 +31,8 @@ MIN_DISC_FRACTION = 0.2
 SACRAL_TILT_DEG = 12.0
 #: a lowest disc thinner than this fraction of the median disc suggests a transitional segment
 RUDIMENTARY_DISC_FRACTION = 0.45
+#: a vertebra above L1 at least this large (height x depth) relative to L1 is lumbar-type
+LUMBAR_TYPE_RATIO = 0.95
 #: names of discs counted upwards from the sacrum
 _DISCS_FROM_SACRUM = ("L5-S1", "L4-L5", "L3-L4", "L2-L3", "L1-L2", "T12-L1", "T11-T12", "T10-T11")
 _VERTEBRAE_FROM_SACRUM = ("L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10")
@@ -187,6 +189,12 @@ def label_levels(volume: Volume, semantic: np.ndarray) -> LevelLabelling:
         ambiguous = True
         warnings.append(f"{len(discs)} discs found, more than can be named")
 
+    if sacrum_seen and len(discs) >= 6:
+        note = _lumbar_type_above_l1(volume, slabs, discs, centres, normals, lr)
+        if note:
+            ambiguous = True
+            warnings.append(note)
+
     instances: dict[str, Instance] = {}
     n_named = min(len(discs), len(_DISCS_FROM_SACRUM))
     for j in range(n_named):
@@ -235,6 +243,39 @@ def label_levels(volume: Volume, semantic: np.ndarray) -> LevelLabelling:
     if "L5" not in instances and sacrum_seen:
         warnings.append("no vertebra between the two lowest discs")
     return LevelLabelling(labels, instances, levels, anchor, ambiguous, warnings)
+
+
+def _body_size(volume: Volume, slab: np.ndarray, disc: np.ndarray, centre: np.ndarray,
+               normal: np.ndarray, lr: np.ndarray) -> tuple[float, float] | None:
+    """(height, depth) of the vertebral body in a slab, next to the disc below it."""
+    if not slab.any() or _touches_edge(slab):
+        return None
+    posterior = _unit(np.cross(normal, lr))
+    depth_axis = (_voxel_lps(volume, disc) - centre) @ posterior
+    lo, hi = np.percentile(depth_axis, [2, 98])
+    pts = _voxel_lps(volume, slab)
+    rel = (pts - centre) @ posterior
+    body = pts[(rel >= lo) & (rel <= hi)]
+    if len(body) < 10:
+        return None
+    return _extent(body, centre, normal), float(hi - lo)
+
+
+def _lumbar_type_above_l1(volume: Volume, slabs: list[np.ndarray], discs: list[np.ndarray],
+                          centres: np.ndarray, normals: np.ndarray, lr: np.ndarray) -> str | None:
+    """A warning when the vertebra counted as T12 is as large as L1 (six lumbar-type?)."""
+    n = len(discs)
+    # slabs[k] lies above discs[k]; L1 sits above disc n-5 (L1-L2), T12 above disc n-6
+    l1 = _body_size(volume, slabs[n - 5], discs[n - 5], centres[n - 5], normals[n - 5], lr)
+    t12 = _body_size(volume, slabs[n - 6], discs[n - 6], centres[n - 6], normals[n - 6], lr)
+    if l1 is None or t12 is None:
+        return None
+    ratio = (t12[0] * t12[1]) / max(l1[0] * l1[1], 1e-6)
+    if ratio < LUMBAR_TYPE_RATIO:
+        return None
+    return (f"vertebra counted as T12 is lumbar-sized ({t12[0]:.0f}x{t12[1]:.0f} mm vs L1 "
+            f"{l1[0]:.0f}x{l1[1]:.0f} mm): possible six lumbar-type vertebrae (transitional "
+            "anatomy); levels are named from the sacrum")
 
 
 def _extent(points: np.ndarray, centre: np.ndarray, direction: np.ndarray) -> float:

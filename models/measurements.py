@@ -17,8 +17,9 @@ from models.study import LevelGeometry, Volume
 
 #: sampling step along a caliper ray (mm)
 STEP_MM = 0.05
-#: anterior/posterior disc heights are taken this fraction inside the disc's AP extent
-DISC_HEIGHT_INSET = 0.1
+#: anterior/posterior disc heights are taken this fraction of the disc's AP depth inside its
+#: edges (85 % of the half depth from the centre), clear of the rounded rims
+DISC_HEIGHT_INSET = 0.075
 #: the endplate corners for listhesis are taken this far (mm) beyond the disc surface
 CORNER_OFFSET_MM = 2.0
 

@@ -15,7 +15,8 @@ BODY_H, DISC_H, DEPTH = 24.0, 9.0, 34.0
 
 
 def phantom(n_lumbar: int = 5, n_above: int = 2, sacrum: bool = True, l5s1_height: float = DISC_H,
-            sacral_tilt_deg: float = 35.0, posterior_elements: bool = True):
+            sacral_tilt_deg: float = 35.0, posterior_elements: bool = True,
+            lumbar_type_t12: bool = False):
     """Sagittal semantic mask of a lordotic spine, and the disc centres by name (LPS)."""
     shape = (9, 240, 130)  # slices along x (3 mm), rows S->I (1 mm), cols A->P (1 mm)
     affine = np.eye(4)
@@ -55,12 +56,15 @@ def phantom(n_lumbar: int = 5, n_above: int = 2, sacrum: bool = True, l5s1_heigh
         truth[f"disc{k}"] = disc_c
         up = np.array([0.0, up[1] + 0.09, up[2]])
         up /= np.linalg.norm(up)
-        body_c = disc_c + up * (heights[k] / 2 + BODY_H / 2)
-        box(body_c, up, BODY_H, DEPTH, 36, 1)
+        # thoracic bodies are smaller than lumbar ones, unless T12 is lumbar-type
+        thoracic = k >= n_lumbar + (1 if lumbar_type_t12 else 0)
+        body_h, depth = (0.88 * BODY_H, 0.9 * DEPTH) if thoracic else (BODY_H, DEPTH)
+        body_c = disc_c + up * (heights[k] / 2 + body_h / 2)
+        box(body_c, up, body_h, depth, 36, 1)
         if posterior_elements:  # arch behind the canal, touching the next arch
             box(body_c, up, BODY_H + heights[k] + 1, 12, 20, 1, shift=DEPTH / 2 + 22)
         box(body_c, up, BODY_H + DISC_H + 1, 13, 14, 3, shift=DEPTH / 2 + 8)
-        top = body_c + up * BODY_H / 2
+        top = body_c + up * body_h / 2
         del post
     return vol, mask.reshape(shape), truth, names_v
 
@@ -103,6 +107,15 @@ def test_rudimentary_lowest_disc_flags_transitional_anatomy():
     out = label_levels(vol, sem)
     assert out.ambiguous
     assert any("transitional" in w for w in out.warnings)
+
+
+def test_lumbar_type_t12_flags_six_lumbar_vertebrae():
+    vol, sem, _, _ = phantom(lumbar_type_t12=True)
+    out = label_levels(vol, sem)
+    assert out.ambiguous and out.anchor == "sacrum"
+    assert any("six lumbar-type" in w for w in out.warnings)
+    # still named from the sacrum, and says so
+    assert [g.level for g in out.levels] == list(LEVELS)
 
 
 def test_short_field_of_view_flagged():
