@@ -224,7 +224,8 @@ def test_sr_names_the_algorithm_and_private_scheme(study):
     assert {e.ManufacturerModelName for e in ours} == {"lumbar-seg-unet", "lumbar-grader"}
     assert all(e.PurposeOfReferenceCodeSequence[0].CodeValue == "109102" for e in ours)
     assert all(e.DeviceUID.startswith("2.25.") for e in ours)
-    assert sr.CompletionFlag == "COMPLETE" and sr.VerificationFlag == "UNVERIFIED"
+    # one finding is not assessable, so the report is partial; nobody has verified it
+    assert sr.CompletionFlag == "PARTIAL" and sr.VerificationFlag == "UNVERIFIED"
 
 
 def test_key_image_burns_in_grades_and_notice(study):
@@ -245,12 +246,10 @@ def test_key_image_burns_in_grades_and_notice(study):
 
 def test_uids_are_deterministic_and_follow_the_model_version(study, tmp_path):
     again = write_results(study["findings"], study["anatomy"], study["files"], tmp_path / "again")
-    upgraded = make_findings(
-        study["anatomy"].volumes["sag_t2"],
-        versions={"seg": "1.1"},
-        not_assessable=(NOT_ASSESSABLE,),
-    )
+    # a new segmentation model that also grades the finding the old one could not
+    upgraded = make_findings(study["anatomy"].volumes["sag_t2"], versions={"seg": "1.1"})
     other = write_results(upgraded, study["anatomy"], study["files"], tmp_path / "other")
+    assert pydicom.dcmread(other["sr"]).CompletionFlag == "COMPLETE"
     for name, path in study["out"].items():
         first, second, third = (pydicom.dcmread(p) for p in (path, again[name], other[name]))
         assert (first.SOPInstanceUID, first.SeriesInstanceUID) == (
@@ -315,8 +314,15 @@ def test_findings_as_the_grader_leaves_them(study, tmp_path):
     """Ungraded findings carry no grader, version or ROI; some ROIs have no corners."""
     findings = json.loads(json.dumps(study["findings"]))
     ungraded, cornerless = findings["findings"][0], findings["findings"][1]
-    ungraded.update(assessable=False, grade=None, probabilities=None, grader=None,
-                    model_version=None, roi=None, reason="level L1-L2 was not found")
+    ungraded.update(
+        assessable=False,
+        grade=None,
+        probabilities=None,
+        grader=None,
+        model_version=None,
+        roi=None,
+        reason="level L1-L2 was not found",
+    )
     cornerless["roi"] = dict(cornerless["roi"], corners_lps=None)
     out = write_results(findings, study["anatomy"], study["files"], tmp_path)
     content = hd.sr.srread(out["sr"]).content

@@ -87,7 +87,9 @@ def build_sr(
         sop_instance_uid=sop_instance_uid,
         instance_number=1,
         manufacturer="lumbar-node",
-        is_complete=findings["status"] == "complete",
+        # complete when every finding was graded: the pipeline's own status is still
+        # "partial" while it writes the results, so it cannot say
+        is_complete=all(f.get("assessable") for f in by_key.values()),
         contributing_equipment=contributing_equipment,
     )
     if str(sr.StudyInstanceUID) != study_uid:
