@@ -66,6 +66,8 @@ class NodeConfig:
     destinations: tuple[Destination, ...] = ()
     return_ports: Mapping[str, int] = field(default_factory=dict)
     api_token: str = ""
+    #: bearer token sent with STOW-RS deliveries to DICOMweb destinations
+    destination_token: str = ""
     settle_seconds: float = 10.0
     study_timeout_seconds: float = 120.0
     ignore_non_lumbar: bool = True
@@ -80,6 +82,8 @@ class NodeConfig:
     delivery_backoff_seconds: float = 30.0
     delivery_backoff_cap_seconds: float = 3600.0
     job_time_limit_seconds: int = 1800
+    #: first retry delay of a failed job (doubles per attempt, 3 attempts in all)
+    job_retry_delay_seconds: float = 30.0
     job_stale_seconds: int = 3600
     scheduler_interval_seconds: float = 1.0
 
@@ -207,9 +211,8 @@ def load_config(
     for key, raw in env.items():
         if key.startswith(ENV_PREFIX) and key != f"{ENV_PREFIX}CONFIG":
             name = key[len(ENV_PREFIX) :].lower()
-            if name not in _FIELDS:
-                raise ValueError(f"unknown setting {key}")
-            values[name] = _convert(name, raw)
+            if name in _FIELDS:  # other LUMBAR_NODE_* belong to the models (REGISTRY, ...)
+                values[name] = _convert(name, raw)
     for name, raw in overrides.items():
         if name not in _FIELDS:
             raise ValueError(f"unknown setting {name!r}")

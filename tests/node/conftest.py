@@ -83,3 +83,55 @@ def sessions(node_config: NodeConfig) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(node_config.db_url)
     yield make_sessionmaker(engine)
     engine.dispose()
+
+
+@pytest.fixture()
+def redis_prefix() -> Iterator[str]:
+    """A key prefix unique to this test, removed afterwards."""
+    import redis
+
+    prefix = f"lumbar-test-{secrets.token_hex(6)}:"
+    yield prefix
+    client = redis.Redis(host="127.0.0.1", port=6379, db=0)
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture()
+def stack_config(node_config: NodeConfig, pg_url: str, redis_prefix: str) -> NodeConfig:
+    """The production shape: PostgreSQL and Redis over loopback."""
+    return node_config.replace(database_url=pg_url, broker_url="redis://127.0.0.1:6379/0",
+                               broker_key_prefix=redis_prefix, scheduler_interval_seconds=0.3,
+                               job_retry_delay_seconds=0.5)
+
+
+@pytest.fixture()
+def start_worker(tmp_path: Path) -> Iterator[object]:
+    """Starts `lumbar-node worker` subprocesses for a config; stops them after the test."""
+    import os
+    import subprocess
+
+    from nodekit import config_env
+
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(config: NodeConfig, queues: str = "gpu,io") -> subprocess.Popen[bytes]:
+        log = open(tmp_path / f"worker-{len(procs)}.log", "wb")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LUMBAR_NODE_")}
+        env.update(config_env(config))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "worker", "--queues", queues,
+             "--device", "cpu", "--hostname", f"test-{secrets.token_hex(3)}@%h"],
+            stdout=log, stderr=subprocess.STDOUT, env=env)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

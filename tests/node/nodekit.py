@@ -100,3 +100,57 @@ def storescu(port: int, files: list[Path], calling: str = "PACS", called: str = 
          *[str(f) for f in files]],
         capture_output=True, text=True, timeout=120,
     )
+
+
+def wait_for(predicate: object, timeout: float = 60.0, interval: float = 0.2) -> object:
+    """Poll until predicate() is truthy; returns its value or raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()  # type: ignore[operator]
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+def config_env(config: object) -> dict[str, str]:
+    """LUMBAR_NODE_* variables that reproduce a NodeConfig in a child process."""
+    import dataclasses
+
+    env = {}
+    for f in dataclasses.fields(config):  # type: ignore[arg-type]
+        value = getattr(config, f.name)
+        if value is None or value == "" or value == () or value == {}:
+            continue
+        if f.name == "allowed_callers":
+            value = ",".join(c.ae_title + (f"@{c.ip}" if c.ip else "") for c in value)
+        elif f.name == "destinations":
+            value = ",".join(d.label for d in value)
+        elif f.name == "return_ports":
+            value = ",".join(f"{k}={v}" for k, v in value.items())
+        env[f"LUMBAR_NODE_{f.name.upper()}"] = str(value)
+    return env
+
+
+class Storescp:
+    """dcmtk's storescp as the PACS that receives the results."""
+
+    def __init__(self, out: Path, port: int, ae_title: str = "PACS") -> None:
+        self.out, self.port = out, port
+        out.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["storescp", "--aetitle", ae_title, "--output-directory", str(out), str(port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(port)
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.out.iterdir() if p.is_file())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

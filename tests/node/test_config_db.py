@@ -40,12 +40,18 @@ def test_env_and_toml(tmp_path: Path):
 @pytest.mark.parametrize("env, needle", [
     ({"LUMBAR_NODE_DIMSE_PORT": "eleven"}, "DIMSE_PORT"),
     ({"LUMBAR_NODE_SETTLE_SECONDS": "-1"}, "SETTLE_SECONDS"),
-    ({"LUMBAR_NODE_NO_SUCH": "1"}, "NO_SUCH"),
     ({"LUMBAR_NODE_AE_TITLE": "A" * 17}, "AE_TITLE"),
 ])
 def test_bad_settings_name_the_value(env, needle):
     with pytest.raises(ValueError, match=needle):
         load_config(env=env)
+
+
+def test_unknown_toml_key_is_an_error(tmp_path: Path):
+    toml = tmp_path / "node.toml"
+    toml.write_text("[lumbar_node]\nae_tilte = 'X'\n")
+    with pytest.raises(ValueError, match="ae_tilte"):
+        load_config(env={}, toml_path=toml)
 
 
 def test_bad_destination():

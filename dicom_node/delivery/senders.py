@@ -1,0 +1,64 @@
+"""The two ways results leave the node. Each raises DeliveryError with the peer's answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
+
+from dicom_node.config import Destination, NodeConfig
+from dicom_node.tls import client_context
+
+
+class DeliveryError(RuntimeError):
+    """The destination did not take every object; the message says why."""
+
+
+def send_dimse(config: NodeConfig, dest: Destination, files: list[Path]) -> int:
+    """C-STORE every file on one association; returns the number stored."""
+    datasets = [pydicom.dcmread(f) for f in files]
+    ae = AE(ae_title=config.ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    contexts = {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets}
+    for sop_class, syntax in sorted(contexts):
+        ae.add_requested_context(sop_class, list(dict.fromkeys(
+            [syntax, ExplicitVRLittleEndian, ImplicitVRLittleEndian])))
+    tls = client_context(config)
+    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title,
+                         tls_args=(tls, dest.host) if tls else None)
+    if not assoc.is_established:
+        why = "rejected" if assoc.is_rejected else "aborted or unreachable"
+        raise DeliveryError(f"association with {dest.label} {why}")
+    try:
+        for ds in datasets:
+            status = assoc.send_c_store(ds)
+            code = int(status.get("Status", -1)) if status else -1
+            if code not in (0x0000, 0xB000, 0xB007, 0xB006):
+                raise DeliveryError(f"{dest.label} answered C-STORE of {ds.SOPInstanceUID} "
+                                    f"with status 0x{code & 0xFFFF:04X}" if code >= 0 else
+                                    f"{dest.label} gave no C-STORE response")
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return len(datasets)
+
+
+def send_stow(config: NodeConfig, dest: Destination, files: list[Path]) -> int:
+    """STOW-RS all files in one request; returns the number the server accepted."""
+    import requests
+    from dicomweb_client.api import DICOMwebClient
+
+    headers = {"Authorization": f"Bearer {config.destination_token}"} if (
+        config.destination_token) else None
+    client = DICOMwebClient(dest.url, headers=headers, timeout=60)
+    datasets = [pydicom.dcmread(f) for f in files]
+    try:
+        response = client.store_instances(datasets)
+    except requests.RequestException as exc:
+        raise DeliveryError(f"STOW-RS to {dest.url} failed: {exc}") from None
+    failed = response.get("FailedSOPSequence", [])
+    if failed:
+        raise DeliveryError(f"STOW-RS to {dest.url}: {len(failed)} of {len(datasets)} refused")
+    return len(datasets)

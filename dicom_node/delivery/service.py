@@ -1,0 +1,127 @@
+"""Delivery rows through their life: create, send, retry with capped backoff, dead-letter.
+
+A failed attempt puts the row back to `pending` with `next_attempt_at`; the reconciler
+queues it again when that time comes. After DELIVERY_MAX_ATTEMPTS the row is `dead` and
+shows in the admin API and `lumbar-node audit` until someone runs `lumbar-node resend`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicom_node import audit, outbox
+from dicom_node.config import Destination, NodeConfig, parse_destinations
+from dicom_node.db.models import Delivery, Job, ResultObject, Study, utcnow
+from dicom_node.delivery.senders import DeliveryError, send_dimse, send_stow
+from dicom_node.tasks import DELIVER_RESULTS
+
+log = logging.getLogger(__name__)
+
+
+def destinations_for(config: NodeConfig, study: Study) -> tuple[list[Destination], str | None]:
+    """Configured destinations, else the calling AE at its RETURN_PORTS port."""
+    if config.destinations:
+        return list(config.destinations), None
+    ae = (study.calling_ae or "").strip()
+    if ae and ae in config.return_ports and study.calling_ip:
+        return [Destination("dimse", ae, study.calling_ip, config.return_ports[ae])], None
+    return [], (f"no DESTINATIONS configured and no RETURN_PORTS entry for calling AE "
+                f"{ae or '(unknown)'}")
+
+
+def create_deliveries(session: Session, config: NodeConfig, job: Job, study: Study) -> list[
+        Delivery]:
+    """Delivery rows + their outbox rows, inside the caller's transaction."""
+    dests, why_none = destinations_for(config, study)
+    if why_none:
+        audit.record(session, "delivery.skipped", study_uid=study.study_instance_uid,
+                     patient_id=study.patient_id, actor="worker", job_id=job.id, reason=why_none)
+    rows = []
+    for dest in dests:
+        delivery = Delivery(job_id=job.id, destination=dest.label, status="queued")
+        session.add(delivery)
+        session.flush()
+        outbox.enqueue(session, DELIVER_RESULTS, delivery_id=delivery.id)
+        rows.append(delivery)
+    return rows
+
+
+def backoff_seconds(config: NodeConfig, attempts: int) -> float:
+    return min(config.delivery_backoff_cap_seconds,
+               config.delivery_backoff_seconds * 2 ** max(0, attempts - 1))
+
+
+def deliver(sessions: sessionmaker[Session], config: NodeConfig, delivery_id: int) -> str:
+    """Send one delivery; idempotent (a delivered or dead row is left alone)."""
+    with sessions() as session, session.begin():
+        delivery = session.get(Delivery, delivery_id)
+        if delivery is None:
+            raise ValueError(f"no delivery with id {delivery_id}")
+        if delivery.status in ("delivered", "dead", "cancelled"):
+            return delivery.status
+        job = session.get(Job, delivery.job_id)
+        study = session.get(Study, job.study_id)
+        study_uid, patient_id = study.study_instance_uid, study.patient_id
+        delivery.status, delivery.attempts = "sending", delivery.attempts + 1
+        attempts, label = delivery.attempts, delivery.destination
+        files = [Path(p) for p in session.scalars(select(ResultObject.path).where(
+            ResultObject.job_id == job.id, ResultObject.sop_instance_uid.is_not(None))
+            .order_by(ResultObject.id))]
+    error: str | None = None
+    sent = 0
+    try:
+        if not files:
+            raise DeliveryError("job produced no DICOM result objects")
+        dest = parse_destinations(label)[0]
+        sent = (send_stow if dest.kind == "dicomweb" else send_dimse)(config, dest, files)
+    except (DeliveryError, OSError, ValueError) as exc:
+        error = str(exc)
+    now = utcnow()
+    with sessions() as session, session.begin():
+        delivery = session.get(Delivery, delivery_id)
+        if error is None:
+            delivery.status, delivery.delivered_at, delivery.last_error = "delivered", now, None
+            audit.record(session, "delivery.sent", study_uid=study_uid, patient_id=patient_id,
+                         actor="worker", delivery_id=delivery_id, destination=label,
+                         objects=sent, attempt=attempts)
+            log.info("delivered %d objects to %s", sent, label)
+        elif attempts >= config.delivery_max_attempts:
+            delivery.status, delivery.dead_lettered_at, delivery.last_error = "dead", now, error
+            audit.record(session, "delivery.dead_lettered", study_uid=study_uid,
+                         patient_id=patient_id, actor="worker", delivery_id=delivery_id,
+                         destination=label, attempts=attempts, error=error)
+            log.error("delivery %s to %s dead-lettered: %s", delivery_id, label, error)
+        else:
+            wait = backoff_seconds(config, attempts)
+            delivery.status, delivery.last_error = "pending", error
+            delivery.next_attempt_at = now + timedelta(seconds=wait)
+            audit.record(session, "delivery.failed", study_uid=study_uid, patient_id=patient_id,
+                         actor="worker", delivery_id=delivery_id, destination=label,
+                         attempt=attempts, error=error, retry_in_s=wait)
+            log.warning("delivery %s to %s failed (attempt %d), retry in %.0f s: %s",
+                        delivery_id, label, attempts, wait, error)
+        return delivery.status
+
+
+def resend_study(sessions: sessionmaker[Session], config: NodeConfig, study_uid: str,
+                 actor: str = "admin") -> list[int]:
+    """New deliveries of the latest finished job of a study, to the current destinations."""
+    with sessions() as session, session.begin():
+        study = session.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+        if study is None:
+            raise ValueError(f"unknown study {study_uid!r}")
+        job = session.scalar(select(Job).where(Job.study_id == study.id, Job.state == "done",
+                                               Job.superseded_by.is_(None))
+                             .order_by(Job.id.desc()))
+        if job is None:
+            raise ValueError(f"study {study_uid} has no finished analysis to resend")
+        rows = create_deliveries(session, config, job, study)
+        audit.record(session, "delivery.resend_requested", study_uid=study_uid,
+                     patient_id=study.patient_id, actor=actor, job_id=job.id,
+                     deliveries=[r.id for r in rows])
+        return [r.id for r in rows]

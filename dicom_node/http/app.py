@@ -1,0 +1,258 @@
+"""FastAPI application: STOW-RS in, QIDO/WADO-RS out, admin API, /metrics, /healthz.
+
+Every DICOMweb and admin route needs the bearer API_TOKEN (patient data); with no token
+configured they all answer 503 rather than open up. /healthz and /metrics carry no patient
+data and stay open for probes and Prometheus.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from datetime import datetime
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicom_node import audit
+from dicom_node.config import NodeConfig
+from dicom_node.db.models import Delivery, Job, Study
+from dicom_node.db.session import transaction
+from dicom_node.http import dicomweb, multipart
+from dicom_node.http.metrics import registry_for
+from dicom_node.ingest import IngestError, Ingestor
+
+log = logging.getLogger(__name__)
+DICOM_JSON = "application/dicom+json"
+
+
+def create_app(config: NodeConfig, sessions: sessionmaker[Session],
+               ingestor: Ingestor | None = None) -> FastAPI:
+    app = FastAPI(title="lumbar-node", docs_url=None, redoc_url=None)
+    ingestor = ingestor or Ingestor(config, sessions)
+    registry = registry_for(sessions)
+
+    def authorised(request: Request) -> str:
+        if not config.api_token:
+            raise HTTPException(503, "API_TOKEN is not configured: authenticated routes are off")
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), config.api_token):
+            with transaction(sessions) as session:
+                audit.record(session, "http.unauthorised", actor="http", ip=_ip(request),
+                             path=request.url.path)
+            raise HTTPException(401, "missing or wrong bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return _ip(request)
+
+    def base_url(request: Request) -> str:
+        return str(request.base_url).rstrip("/") + "/dicomweb"
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        try:
+            with sessions() as session:
+                session.execute(text("SELECT 1"))
+        except Exception as exc:  # report, do not crash the probe
+            return JSONResponse({"status": "error", "database": str(exc)[:200]}, 503)
+        return JSONResponse({"status": "ok", "ae_title": config.ae_title})
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    # --- STOW-RS ---------------------------------------------------------------------------
+    @app.post("/dicomweb/studies")
+    @app.post("/dicomweb/studies/{study_uid}")
+    async def stow(request: Request, study_uid: str | None = None,
+                   ip: str = Depends(authorised)) -> JSONResponse:
+        try:
+            boundary = multipart.boundary_of(request.headers.get("content-type", ""))
+            body = await request.body()
+            parts = multipart.split_parts(body, boundary)
+        except ValueError as exc:
+            raise HTTPException(415 if "multipart" in str(exc) else 400, str(exc)) from None
+        stored, failed = [], []
+        for headers, payload in parts:
+            ctype = headers.get("content-type", "application/dicom").split(";")[0].strip()
+            if ctype != "application/dicom":
+                failed.append({"reason": f"part type {ctype} not supported", "status": 0xC000})
+                continue
+            try:
+                result = ingestor.store(payload, source="stow", ip=ip)
+                if study_uid and result.study_instance_uid != study_uid:
+                    failed.append({"sop": result.sop_instance_uid, "status": 0xC000,
+                                   "reason": "instance belongs to another study"})
+                    continue
+                stored.append(result)
+            except IngestError as exc:
+                failed.append({"reason": exc.reason, "status": exc.status})
+        doc = _stow_response(stored, failed, base_url(request))
+        status = 200 if not failed else (202 if stored else 409)
+        return JSONResponse(doc, status_code=status, media_type=DICOM_JSON)
+
+    # --- QIDO-RS ---------------------------------------------------------------------------
+    @app.get("/dicomweb/studies")
+    def qido_studies(request: Request, ip: str = Depends(authorised)) -> JSONResponse:
+        with sessions() as session:
+            try:
+                rows = dicomweb.search_studies(session, dict(request.query_params))
+            except ValueError as exc:
+                raise HTTPException(400, str(exc)) from None
+        _audit_read(sessions, ip, "qido.studies", None, count=len(rows))
+        return JSONResponse(rows, media_type=DICOM_JSON)
+
+    def _study(session: Session, study_uid: str) -> Study:
+        try:
+            study = dicomweb.study_or_404(session, study_uid)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        if study is None:
+            raise HTTPException(404, f"no study {study_uid}")
+        return study
+
+    @app.get("/dicomweb/studies/{study_uid}/series")
+    def qido_series(study_uid: str, ip: str = Depends(authorised)) -> JSONResponse:
+        with sessions() as session:
+            rows = dicomweb.search_series(session, _study(session, study_uid))
+        _audit_read(sessions, ip, "qido.series", study_uid)
+        return JSONResponse(rows, media_type=DICOM_JSON)
+
+    @app.get("/dicomweb/studies/{study_uid}/series/{series_uid}/instances")
+    def qido_instances(study_uid: str, series_uid: str,
+                       ip: str = Depends(authorised)) -> JSONResponse:
+        with sessions() as session:
+            rows = dicomweb.search_instances(session, _study(session, study_uid), series_uid)
+        _audit_read(sessions, ip, "qido.instances", study_uid)
+        return JSONResponse(rows, media_type=DICOM_JSON)
+
+    # --- WADO-RS ---------------------------------------------------------------------------
+    def _rows(study_uid: str, series_uid: str | None, sop_uid: str | None) -> list[Any]:
+        with sessions() as session:
+            try:
+                rows = dicomweb.instances(session, _study(session, study_uid), series_uid,
+                                          sop_uid)
+            except ValueError as exc:
+                raise HTTPException(400, str(exc)) from None
+        if not rows:
+            raise HTTPException(404, "no matching instances")
+        return rows
+
+    @app.get("/dicomweb/studies/{study_uid}")
+    @app.get("/dicomweb/studies/{study_uid}/series/{series_uid}")
+    @app.get("/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}")
+    def wado(study_uid: str, series_uid: str | None = None, sop_uid: str | None = None,
+             ip: str = Depends(authorised)) -> Response:
+        rows = _rows(study_uid, series_uid, sop_uid)
+        body, ctype = multipart.build(dicomweb.read_bytes(rows), "application/dicom")
+        _audit_read(sessions, ip, "wado.retrieve", study_uid, instances=len(rows))
+        return Response(body, media_type=ctype)
+
+    @app.get("/dicomweb/studies/{study_uid}/metadata")
+    @app.get("/dicomweb/studies/{study_uid}/series/{series_uid}/metadata")
+    @app.get("/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata")
+    def wado_metadata(request: Request, study_uid: str, series_uid: str | None = None,
+                      sop_uid: str | None = None, ip: str = Depends(authorised)) -> JSONResponse:
+        rows = _rows(study_uid, series_uid, sop_uid)
+        _audit_read(sessions, ip, "wado.metadata", study_uid, instances=len(rows))
+        return JSONResponse(dicomweb.metadata(rows, base_url(request)), media_type=DICOM_JSON)
+
+    @app.get("/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/"
+             "{frame_list}")
+    def wado_frames(study_uid: str, series_uid: str, sop_uid: str, frame_list: str,
+                    ip: str = Depends(authorised)) -> Response:
+        rows = _rows(study_uid, series_uid, sop_uid)
+        try:
+            numbers = [int(n) for n in frame_list.split(",")]
+            payloads, media = dicomweb.frames(rows[0], numbers)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        body, ctype = multipart.build(payloads, media)
+        _audit_read(sessions, ip, "wado.frames", study_uid, frames=len(numbers))
+        return Response(body, media_type=ctype)
+
+    # --- admin -----------------------------------------------------------------------------
+    @app.get("/admin/audit")
+    def admin_audit(
+        ip: str = Depends(authorised), study: str | None = None,
+        patient_id: str | None = None, ae_title: str | None = None,
+        event_type: str | None = None, since: datetime | None = None,
+        until: datetime | None = None, limit: int = Query(1000, ge=1, le=100000),
+        format: str = Query("json", pattern="^(json|csv)$"),
+    ) -> Response:
+        with transaction(sessions) as session:
+            rows = audit.as_dicts(audit.query(
+                session, study_uid=study, patient_id=patient_id, ae_title=ae_title,
+                event_type=event_type, since=since, until=until, limit=limit))
+            audit.record(session, "audit.queried", actor="admin-api", ip=ip,
+                         study_uid=study, filters={k: v for k, v in {
+                             "study": study, "patient_id": patient_id, "ae_title": ae_title,
+                             "event_type": event_type, "since": str(since or ""),
+                             "until": str(until or "")}.items() if v}, rows=len(rows))
+        if format == "csv":
+            return PlainTextResponse(audit.to_csv(rows), media_type="text/csv")
+        return JSONResponse(rows)
+
+    @app.get("/admin/deliveries")
+    def admin_deliveries(ip: str = Depends(authorised), status: str | None = None
+                         ) -> JSONResponse:
+        with transaction(sessions) as session:
+            stmt = select(Delivery, Job, Study).join(Job, Job.id == Delivery.job_id).join(
+                Study, Study.id == Job.study_id).order_by(Delivery.id.desc()).limit(1000)
+            if status:
+                stmt = stmt.where(Delivery.status == status)
+            rows = [{"id": d.id, "study_instance_uid": s.study_instance_uid,
+                     "destination": d.destination, "status": d.status, "attempts": d.attempts,
+                     "last_error": d.last_error, "next_attempt_at": _iso(d.next_attempt_at),
+                     "dead_lettered_at": _iso(d.dead_lettered_at)}
+                    for d, _j, s in session.execute(stmt)]
+            audit.record(session, "deliveries.queried", actor="admin-api", ip=ip,
+                         status=status, rows=len(rows))
+        return JSONResponse(rows)
+
+    @app.post("/admin/studies/{study_uid}/resend")
+    def admin_resend(study_uid: str, ip: str = Depends(authorised)) -> JSONResponse:
+        from dicom_node.delivery.service import resend_study
+
+        try:
+            ids = resend_study(sessions, config, study_uid, actor=f"admin-api@{ip}")
+        except ValueError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return JSONResponse({"deliveries": ids})
+
+    return app
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _audit_read(sessions: sessionmaker[Session], ip: str, event_type: str,
+                study_uid: str | None, **detail: Any) -> None:
+    with transaction(sessions) as session:
+        audit.record(session, event_type, actor="dicomweb", ip=ip, study_uid=study_uid, **detail)
+
+
+def _stow_response(stored: list[Any], failed: list[dict], base: str) -> dict:
+    doc: dict[str, Any] = {}
+    if stored:
+        doc["00081199"] = {"vr": "SQ", "Value": [{
+            "00081155": {"vr": "UI", "Value": [s.sop_instance_uid]},
+            "00081190": {"vr": "UR", "Value": [
+                f"{base}/studies/{s.study_instance_uid}"]},
+        } for s in stored]}
+    if failed:
+        doc["00081198"] = {"vr": "SQ", "Value": [{
+            "00081197": {"vr": "US", "Value": [f["status"] & 0xFFFF]},
+        } for f in failed]}
+        log.warning("STOW-RS refused %d part(s): %s", len(failed),
+                    "; ".join(f["reason"] for f in failed)[:500])
+    return doc
