@@ -1,0 +1,62 @@
+"""`lumbar-node audit`: the audit trail for operators, as a table, JSON or CSV.
+
+`lumbar-node audit --study UID` tells one study's story from its first instance to the
+delivery of its results. The query itself is audited.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+from datetime import datetime
+
+
+def _time(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO time: {text!r}") from None
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", help="StudyInstanceUID")
+    parser.add_argument("--patient-id")
+    parser.add_argument("--ae-title")
+    parser.add_argument("--event-type", help="e.g. association.rejected, delivery.sent")
+    parser.add_argument("--since", type=_time, help="ISO time, e.g. 2026-01-31T08:00")
+    parser.add_argument("--until", type=_time)
+    parser.add_argument("--limit", type=int, default=1000)
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    parser.add_argument("--database-url", help="overrides LUMBAR_NODE_DATABASE_URL")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dicom_node import audit
+    from dicom_node.config import load_config
+    from dicom_node.db.session import make_engine, make_sessionmaker, transaction
+
+    config = load_config()
+    engine = make_engine(args.database_url or config.db_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            rows = audit.as_dicts(audit.query(
+                session, study_uid=args.study, patient_id=args.patient_id,
+                ae_title=args.ae_title, event_type=args.event_type, since=args.since,
+                until=args.until, limit=args.limit))
+            filters = {k: str(v) for k, v in {
+                "study": args.study, "patient_id": args.patient_id, "ae_title": args.ae_title,
+                "event_type": args.event_type, "since": args.since, "until": args.until,
+            }.items() if v}
+            audit.record(session, "audit.queried", actor=f"cli:{getpass.getuser()}",
+                         study_uid=args.study, filters=filters, rows=len(rows))
+    finally:
+        engine.dispose()
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    elif args.format == "csv":
+        print(audit.to_csv(rows), end="")
+    else:
+        print(audit.to_table(rows))
+        print(f"({len(rows)} events)")
+    return 0
