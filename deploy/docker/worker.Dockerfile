@@ -64,9 +64,11 @@ RUN install -d -o lumbar -g lumbar /var/lib/lumbar-node/spool
 
 USER 10001:10001
 
-# A worker is healthy when its Celery process answers a ping over the broker.
-HEALTHCHECK --interval=60s --timeout=20s --start-period=60s --retries=3 \
-  CMD celery --app workers.celery_app inspect ping --destination "celery@$HOSTNAME" --timeout 10
+# A worker is healthy when its Celery process answers a ping over the broker. The solo pool
+# answers only between tasks, so unhealthy means silent for longer than the longest job
+# (35 x 60 s > LUMBAR_NODE_JOB_TIME_LIMIT_SECONDS = 1800).
+HEALTHCHECK --interval=60s --timeout=10s --start-period=60s --retries=35 \
+  CMD celery --app workers.celery_app inspect ping --destination "celery@$HOSTNAME" --timeout 5
 
 ENTRYPOINT ["lumbar-node"]
 CMD ["worker", "--queues", "gpu"]

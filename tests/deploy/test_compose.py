@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 from deploy_files import COMPOSE_FILE, DEPLOY, REPO, interpolate, load_compose, read_env_file
 
-from dicom_node.config import NodeConfig, load_config
+from dicom_node.config import ENV_PREFIX, NodeConfig, load_config
 
 ENV_EXAMPLE = read_env_file(DEPLOY / "env.example")
 
@@ -108,3 +109,20 @@ def test_redis_is_durable_and_never_evicts(compose: dict) -> None:
     command = compose["services"]["redis"]["command"]
     assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
     assert command[command.index("--appendonly") + 1] == "yes"
+
+
+def test_every_node_variable_names_a_node_setting(compose: dict) -> None:
+    """The node ignores LUMBAR_NODE_* names it does not know: a typo would go unnoticed."""
+    fields = {f.name for f in dataclasses.fields(NodeConfig)}
+    for name, service in compose["services"].items():
+        for key in service.get("environment") or {}:
+            if key.startswith(ENV_PREFIX):
+                assert key[len(ENV_PREFIX):].lower() in fields, f"{name}: {key}"
+
+
+def test_broker_visibility_timeout_outlasts_a_job(compose: dict) -> None:
+    from dicom_node.broker import celery_settings
+
+    config = load_config(env=node_env(compose["services"]["worker-gpu"]))
+    options = celery_settings(config)["broker_transport_options"]
+    assert options["visibility_timeout"] > config.job_time_limit_seconds == 1800

@@ -35,6 +35,28 @@ def pyproject_dependency_names() -> set[str]:
     return {re.split(r"[\[=<>~! ]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
 
 
+def installed_closure(names: set[str]) -> set[str]:
+    """The distributions pip installs for `names`: them and their requirements, recursively
+    (extras only where requested, e.g. celery[redis]), as read from the installed metadata."""
+    from packaging.requirements import Requirement
+
+    wanted = [Requirement(line) for line in requirement_names(REQUIREMENTS).values()
+              if line.split("[")[0].split("=")[0].lower().replace("_", "-") in names]
+    seen: set[str] = set()
+    while wanted:
+        requirement = wanted.pop()
+        name = requirement.name.lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        for text in importlib.metadata.requires(name) or []:
+            child = Requirement(text)
+            extras = requirement.extras or {""}
+            if child.marker is None or any(child.marker.evaluate({"extra": e}) for e in extras):
+                wanted.append(child)
+    return seen
+
+
 def imported_top_level(package: str) -> set[str]:
     found = set()
     for path in (REPO / package).rglob("*.py"):
@@ -49,6 +71,7 @@ def imported_top_level(package: str) -> set[str]:
 def test_node_requirements_have_no_imaging_stack() -> None:
     names = requirement_names(REQUIREMENTS)
     assert not HEAVY & set(names)
+    assert not HEAVY & installed_closure(set(names)), "a node dependency pulls in torch"
     assert all("==" in spec for spec in names.values()), "pin every node dependency"
 
 
@@ -58,7 +81,7 @@ def test_node_requirements_are_project_dependencies() -> None:
 
 def test_node_requirements_cover_every_node_import() -> None:
     """Everything dicom_node/, lumbar_common/ and migrations/ import is installed in the image."""
-    provided = set(requirement_names(REQUIREMENTS))
+    provided = installed_closure(set(requirement_names(REQUIREMENTS)))
     local = {"dicom_node", "lumbar_common", "migrations", "workers"}
     distributions = importlib.metadata.packages_distributions()
     missing = {}

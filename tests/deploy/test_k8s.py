@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 
@@ -9,7 +10,7 @@ import pytest
 import yaml
 from deploy_files import K8S, k8s_documents, k8s_objects, read_env_file
 
-from dicom_node.config import NodeConfig, load_config
+from dicom_node.config import ENV_PREFIX, NodeConfig, load_config
 
 
 def containers(deployment: dict) -> list[dict]:
@@ -40,6 +41,9 @@ def test_kustomization_lists_every_manifest() -> None:
 def test_configmap_and_secrets_are_valid_node_settings() -> None:
     data = k8s_objects("ConfigMap")["lumbar-node-config"]["data"]
     secrets = read_env_file(K8S / "secrets.env.example")
+    fields = {f.name for f in dataclasses.fields(NodeConfig)}
+    for key in {**data, **secrets}:
+        assert key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX):].lower() in fields, key
     config = load_config(env={**data, **secrets})
     assert set(secrets) == {
         "LUMBAR_NODE_DATABASE_URL", "LUMBAR_NODE_BROKER_URL", "LUMBAR_NODE_RESULT_BACKEND",
@@ -151,3 +155,34 @@ def test_kustomize_builds_into_one_namespace(tmp_path) -> None:
     images = {c["image"] for d in objects if d["kind"] == "Deployment"
               for c in d["spec"]["template"]["spec"]["containers"]}
     assert images == {"lumbar-node/node:0.1.0", "lumbar-node/worker:0.1.0"}
+
+
+def test_worker_liveness_outlasts_the_longest_task() -> None:
+    """A solo-pool worker answers pings only between tasks: never kill it mid-study."""
+    from dicom_node.broker import DELIVERY_TIME_LIMIT_S
+
+    data = k8s_objects("ConfigMap")["lumbar-node-config"]["data"]
+    longest = {"gpu": int(data["LUMBAR_NODE_JOB_TIME_LIMIT_SECONDS"]), "io": DELIVERY_TIME_LIMIT_S}
+    for queue, limit in longest.items():
+        (container,) = containers(k8s_objects("Deployment")[f"lumbar-node-worker-{queue}"])
+        probe = container["livenessProbe"]
+        assert probe["periodSeconds"] * probe["failureThreshold"] > limit, queue
+        assert "inspect ping" in probe["exec"]["command"][-1]
+
+
+def test_keda_list_is_the_queue_the_node_publishes_to() -> None:
+    from dicom_node.broker import celery_settings
+    from dicom_node.tasks import GPU_QUEUE, PROCESS_STUDY, QUEUE_OF
+
+    (scaled,) = k8s_objects("ScaledObject").values()
+    assert scaled["spec"]["triggers"][0]["metadata"]["listName"] == GPU_QUEUE
+    assert QUEUE_OF[PROCESS_STUDY] == GPU_QUEUE
+    data = k8s_objects("ConfigMap")["lumbar-node-config"]["data"]
+    secrets = read_env_file(K8S / "secrets.env.example")
+    config = load_config(env={**data, **secrets})
+    # a key prefix would rename the list; a different Redis db would hide it from KEDA
+    assert config.broker_key_prefix == ""
+    assert config.broker_url.endswith("/" + scaled["spec"]["triggers"][0]["metadata"][
+        "databaseIndex"])
+    options = celery_settings(config)["broker_transport_options"]
+    assert options["visibility_timeout"] > config.job_time_limit_seconds

@@ -13,8 +13,6 @@ import pytest
 from dicom_samples import NODE_MANUFACTURER, make_mr_series, make_result_sr
 from orthanc import OrthancServer, StoreSCP, store_scu, wait_until
 
-pytestmark = pytest.mark.xdist_group("orthanc")
-
 
 def sop_uids(paths: list[Path]) -> set[str]:
     return {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in paths}

@@ -26,8 +26,6 @@ from dicom_node.db.models import Instance, Series, Study
 from dicom_node.db.session import make_engine, make_sessionmaker
 from dicom_node.dimse.scp import StoreSCP
 
-pytestmark = pytest.mark.xdist_group("orthanc")
-
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeConfig, sessionmaker]]:
