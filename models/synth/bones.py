@@ -1,0 +1,222 @@
+"""Vertebral bodies, posterior elements, sacrum and discs as painters in their own frames.
+
+Shapes are rounded boxes and (super)ellipsoids evaluated on local coordinates, which keeps
+every oblique sampling exact and lets a cortex shell follow from the same distance value.
+Each part is its own structure with a tight bounding sphere, so a slice only evaluates the
+parts it actually cuts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .anatomy import Anatomy, Disc, Vertebra
+from .tissues import CORTEX, DISC_BASE, MARROW, Samples, Structure, ellipsoid, put
+
+LocalPainter = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
+
+
+def _body_sd(x: np.ndarray, v: np.ndarray, w: np.ndarray, rx: float, ry: float,
+             half_h: float, round_mm: float = 2.5) -> np.ndarray:
+    """Approximate signed distance (mm) to a vertebral body: kidney-ish axial outline with a
+    flatter posterior wall, a slight waist, and rounded endplate rims."""
+    waist = 1.0 - 0.07 * np.clip(1.0 - (w / half_h) ** 2, 0.0, 1.0)
+    ax = x / (rx * waist)
+    av = v / (ry * waist)
+    ax2, av2 = ax * ax, av * av
+    e = np.where(v >= 0, np.sqrt(ax2 + av2), np.sqrt(np.sqrt(ax2 * ax2 + av2 * av2)))
+    qa = (e - 1.0) * ry + round_mm
+    qw = np.abs(w) - half_h + round_mm
+    outside = np.sqrt(np.maximum(qa, 0) ** 2 + np.maximum(qw, 0) ** 2)
+    return outside + np.minimum(np.maximum(qa, qw), 0) - round_mm
+
+
+def _bone(tissue: np.ndarray, label: np.ndarray, inside: np.ndarray, shell: np.ndarray,
+          lab: int) -> None:
+    put(tissue, label, inside, MARROW, lab)
+    put(tissue, label, inside & shell, CORTEX, lab)
+
+
+def _part(vert: Vertebra, name: str, centre: tuple[float, float, float], radius: float,
+          fn: LocalPainter) -> Structure:
+    frame = vert.frame
+
+    def paint(smp: Samples, tissue: np.ndarray, label: np.ndarray) -> None:
+        x, v, w = frame.local(smp.p)
+        fn(x, v, w, tissue, label)
+
+    return Structure(f"{vert.name} {name}", frame.to_lps(*centre), radius, paint)
+
+
+def _ellipsoid_part(vert: Vertebra, name: str, centre: tuple[float, float, float],
+                    axes: tuple[float, float, float], shell: float = 0.75) -> Structure:
+    lab = vert.label
+
+    def fn(x: np.ndarray, v: np.ndarray, w: np.ndarray, tissue: np.ndarray,
+           label: np.ndarray) -> None:
+        q = ellipsoid(x, v, w, centre, axes)
+        _bone(tissue, label, q < 1, q > shell, lab)
+
+    return _part(vert, name, centre, max(axes) + 1.0, fn)
+
+
+def _vertebra_parts(vert: Vertebra, sac_w: float, sac_ap: float, tp_len: float
+                    ) -> list[Structure]:
+    h2 = 0.5 * vert.height
+    bx, bv = sac_w + 3.5, sac_ap + 3.5  # bony canal half width / half AP
+    cv = vert.canal_v
+    lab = vert.label
+    thoracic = vert.kind == "thoracic"
+    sp_len = 34.0 if thoracic else 28.0
+    sp_drop = 0.7 if thoracic else 0.3
+
+    def body(x: np.ndarray, v: np.ndarray, w: np.ndarray, tissue: np.ndarray,
+             label: np.ndarray) -> None:
+        sd = _body_sd(x, v, w, vert.rx, vert.ry, h2)
+        _bone(tissue, label, sd < 0, sd > -1.3, lab)
+
+    def lamina(x: np.ndarray, v: np.ndarray, w: np.ndarray, tissue: np.ndarray,
+               label: np.ndarray) -> None:
+        vc = v - cv
+        r_in = np.sqrt((x / bx) ** 2 + (vc / bv) ** 2)
+        r_out = np.sqrt((x / (bx + 6.5)) ** 2 + (vc / (bv + 5.0)) ** 2)
+        wc = -0.2 * vert.height + 0.25 * vc  # shingled: lower edge further back
+        inside = (r_in > 1) & (r_out < 1) & (vc < 1.0) & (np.abs(w - wc) < 0.45 * vert.height)
+        _bone(tissue, label, inside, (r_in < 1.12) | (r_out > 0.9), lab)
+
+    def spinous(x: np.ndarray, v: np.ndarray, w: np.ndarray, tissue: np.ndarray,
+                label: np.ndarray) -> None:
+        t = (-(v - cv) - (bv + 3.0)) / sp_len
+        tc = np.clip(t, 0.0, 1.0)
+        wc = -0.22 * vert.height - sp_drop * tc * sp_len
+        half = 9.0 - 3.5 * tc
+        inside = (t > -0.35) & (t < 1.0) & (np.abs(x) < 3.2 - 0.8 * tc) & (np.abs(w - wc) < half)
+        edge = (np.abs(x) > 2.1 - 0.8 * tc) | (t > 0.95) | (np.abs(w - wc) > half - 1.2)
+        _bone(tissue, label, inside, edge, lab)
+
+    ped_len = 0.5 * (-vert.ry + 2.0 - cv)
+    ped_v = -vert.ry + 2.0 - ped_len
+    parts = [
+        _part(vert, "body", (0.0, 0.0, 0.0), float(np.hypot(vert.rx + 2, h2 + 2)), body),
+        _part(vert, "lamina", (0.0, cv - bv, -0.2 * vert.height),
+              float(np.hypot(bx + 7, bv + 6) + h2), lamina),
+        _part(vert, "spinous process", (0.0, cv - bv - 0.5 * sp_len,
+                                        -0.22 * vert.height - 0.5 * sp_drop * sp_len),
+              0.5 * sp_len + 14.0, spinous),
+    ]
+    tl = 16.0 if thoracic else tp_len
+    for side in (-1.0, 1.0):
+        sname = "left" if side > 0 else "right"
+        parts += [
+            _ellipsoid_part(vert, f"pedicle {sname}", (side * (bx + 3.0), ped_v,
+                                                       0.18 * vert.height),
+                            (4.2, ped_len + 1.0, 6.5), shell=0.7),
+            _ellipsoid_part(vert, f"transverse process {sname}",
+                            (side * (bx + 3.0 + 0.5 * tl), cv + 2.0, 0.12 * vert.height),
+                            (0.5 * tl + 1.5, 4.0, 4.5), shell=0.7),
+            _ellipsoid_part(vert, f"superior articular process {sname}",
+                            (side * (bx + 2.5), cv - (bv - 1.5), h2 + 2.0), (4.5, 5.5, 8.0)),
+            _ellipsoid_part(vert, f"inferior articular process {sname}",
+                            (side * (bx + 1.0), cv - (bv + 4.5), -h2 - 3.5), (4.0, 5.0, 8.5)),
+        ]
+        if thoracic:  # rib heads tell a thoracic vertebra from a lumbar-type one
+            parts.append(_ellipsoid_part(vert, f"rib head {sname}",
+                                         (side * (vert.rx + 3.0), -0.75 * vert.ry,
+                                          0.3 * vert.height), (8.0, 5.5, 5.5)))
+    return parts
+
+
+def _sacral_parts(vert: Vertebra, sac_w: float, sac_ap: float) -> list[Structure]:
+    h2 = 0.5 * vert.height
+    scale = vert.ry / 16.5
+    bx, bv = (sac_w + 2.0) * scale, (sac_ap * 0.8 + 2.5) * scale
+    cv = vert.canal_v
+    lab = vert.label
+
+    def body(x: np.ndarray, v: np.ndarray, w: np.ndarray, tissue: np.ndarray,
+             label: np.ndarray) -> None:
+        sd = _body_sd(x, v, w, vert.rx, vert.ry, h2 + 0.6, round_mm=1.5)
+        _bone(tissue, label, sd < 0, sd > -1.2, lab)
+
+    def wall(x: np.ndarray, v: np.ndarray, w: np.ndarray, tissue: np.ndarray,
+             label: np.ndarray) -> None:
+        vc = v - cv
+        r_in = np.sqrt((x / bx) ** 2 + (vc / bv) ** 2)
+        r_out = np.sqrt((x / (bx + 7.0 * scale)) ** 2 + (vc / (bv + 6.0 * scale)) ** 2)
+        inside = (r_in > 1) & (r_out < 1) & (np.abs(w) < h2 + 0.6) & (vc < 2.0)
+        _bone(tissue, label, inside, (r_in < 1.12) | (r_out > 0.9), lab)
+        crest = (np.abs(x) < 3.0) & (vc < -bv) & (vc > -(bv + 13.0 * scale)) & (
+            np.abs(w) < 0.35 * h2 + 3)
+        _bone(tissue, label, crest, np.abs(x) > 2.0, lab)
+
+    parts = [
+        _part(vert, "body", (0.0, 0.0, 0.0), float(np.hypot(vert.rx + 2, h2 + 2)), body),
+        _part(vert, "posterior wall", (0.0, cv - bv, 0.0),
+              float(np.hypot(bx + 8 * scale, bv + 14 * scale) + h2), wall),
+    ]
+    for side in (-1.0, 1.0):
+        parts.append(_ellipsoid_part(
+            vert, "ala left" if side > 0 else "ala right",
+            (side * (vert.rx * 0.95 + 8.0 * scale), -0.2 * vert.ry, 0.0),
+            (vert.rx * 0.75, vert.ry * 1.05, h2 + 0.4), shell=0.9))
+    return parts
+
+
+def disc_tissues(index: int) -> tuple[int, int]:
+    """(annulus, nucleus) tissue ids of disc ``index`` (caudal first)."""
+    return DISC_BASE + 2 * index, DISC_BASE + 2 * index + 1
+
+
+def _disc_painter(disc: Disc, index: int) -> Callable[[Samples, np.ndarray, np.ndarray], None]:
+    annulus, nucleus = disc_tissues(index)
+    lo, up = disc.lower, disc.upper
+    lo_pt = lo.endplate(True).astype(np.float32)
+    up_pt = up.endplate(False).astype(np.float32)
+    lo_n = lo.frame.axes[2].astype(np.float32)
+    up_n = up.frame.axes[2].astype(np.float32)
+    bulge = disc.bulge
+    h2 = 0.5 * disc.height
+    cleft = disc.degeneration < 0.75
+
+    def paint(smp: Samples, tissue: np.ndarray, label: np.ndarray) -> None:
+        above = (smp.p - lo_pt) @ lo_n
+        below = (smp.p - up_pt) @ up_n
+        between = (above > -1.0) & (below < 1.0)
+        if not between.any():
+            return
+        x, v, w = disc.frame.local(smp.p)
+        prof = np.clip(1.0 - (w / max(h2, 1.0)) ** 2, 0.0, 1.0)
+        ry = np.where(v >= 0, disc.ry + 1.2 * prof, disc.ry + 0.6 + bulge * prof)
+        rx = disc.rx + (0.8 + 0.4 * bulge) * prof
+        ax2, av2 = (x / rx) ** 2, (v / ry) ** 2
+        e = np.where(v >= 0, np.sqrt(ax2 + av2), np.sqrt(np.sqrt(ax2 * ax2 + av2 * av2)))
+        inside = between & (e < 1)
+        put(tissue, label, inside, annulus, disc.label)
+        q = ellipsoid(x, v, w, (0.0, -0.1 * disc.ry, 0.0),
+                      (0.7 * disc.rx, 0.66 * disc.ry, 0.42 * disc.height))
+        nuc = inside & (q < 1)
+        if cleft:
+            nuc &= np.abs(w) > 0.45
+        put(tissue, label, nuc, nucleus, disc.label)
+
+    return paint
+
+
+def bone_structures(anatomy: Anatomy) -> list[Structure]:
+    """Discs first, then vertebrae: a body's endplate wins over a disc's rounded rim."""
+    out: list[Structure] = []
+    for i, disc in enumerate(anatomy.discs):
+        r = float(np.hypot(disc.rx + 6.0, disc.height + 8.0))
+        out.append(Structure(f"disc {disc.level}", disc.centre, r, _disc_painter(disc, i)))
+    sw, sa = anatomy.sac_half_width, anatomy.sac_half_ap
+    for vert in anatomy.vertebrae:
+        if vert.kind == "sacral":
+            out += _sacral_parts(vert, sw, sa)
+            continue
+        tp = {"L3": 26.0, "L5": 30.0}.get(vert.name, 22.0)
+        if anatomy.transitional and vert.name == "L5":
+            tp = 38.0
+        out += _vertebra_parts(vert, sw, sa, tp)
+    return out
