@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pydicom
+import pydicom.errors
 from tls_certs import TlsFiles
 
 REPO = Path(__file__).resolve().parents[2]
@@ -265,6 +267,13 @@ class OrthancServer:
         except TimeoutError as error:
             raise TimeoutError(f"{error}; log tail:\n{self.log_tail()}") from None
 
+    def wait_routed(self, study_instance_uid: str, verdict: str, timeout: float = 20.0) -> str:
+        """Wait for autoroute.lua's decision on a study; it logs the Orthanc study id with
+        "(N series) sent to …", "already routed, skipped" or "is not a lumbar spine MR"."""
+        study_id = wait_until(lambda: self.study_id(study_instance_uid), 10,
+                              f"study {study_instance_uid} in Orthanc")
+        return self.wait_for_log(f"study {study_id} {verdict}", timeout=timeout)
+
     def study_is_stable(self, study_id: str) -> bool:
         return bool(self.get_json(f"/studies/{study_id}")["IsStable"])
 
@@ -371,8 +380,22 @@ class StoreSCP:
         self.stop()
 
     def received(self) -> list[Path]:
-        """Completely written files (storescp names a file by SOP Instance UID + suffix)."""
+        """Files storescp wrote (it names each by modality prefix + SOP Instance UID)."""
         return sorted(p for p in self.out_dir.iterdir() if p.is_file())
+
+    def received_uids(self) -> set[str]:
+        """SOP Instance UIDs of the files received so far (one being written is skipped)."""
+        uids = set()
+        for path in self.received():
+            try:
+                uids.add(str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID))
+            except (OSError, AttributeError, pydicom.errors.InvalidDicomError):
+                continue
+        return uids
+
+
+def sop_uids(paths: Iterable[Path]) -> set[str]:
+    return {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in paths}
 
 
 def store_scu(

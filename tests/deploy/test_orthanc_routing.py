@@ -11,27 +11,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from dicom_samples import NODE_MANUFACTURER, make_mr_series, make_result_sr
-from orthanc import OrthancServer, StoreSCP, store_scu, wait_until
-
-
-def sop_uids(paths: list[Path]) -> set[str]:
-    return {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in paths}
-
-
-def received_uids(scp: StoreSCP) -> set[str]:
-    uids = set()
-    for path in scp.received():
-        try:
-            uids.add(str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID))
-        except (OSError, pydicom.errors.InvalidDicomError):
-            continue  # still being written
-    return uids
-
-
-def wait_routed(pacs: OrthancServer, study_uid: str, verdict: str) -> None:
-    """Wait until the routing script has decided on this study (it logs the Orthanc study id)."""
-    study_id = wait_until(lambda: pacs.study_id(study_uid), 10, f"study {study_uid} in Orthanc")
-    pacs.wait_for_log(f"study {study_id} {verdict}", timeout=20)
+from orthanc import OrthancServer, StoreSCP, sop_uids, store_scu, wait_until
 
 
 @pytest.mark.parametrize(
@@ -66,8 +46,8 @@ def test_lumbar_study_routed_results_stored_and_not_routed_back(
     )
     pacs.upload(sag + ax)
     expected = sop_uids(sag + ax)
-    wait_until(lambda: expected <= received_uids(node_scp), 20, "all instances at the node")
-    wait_routed(pacs, source.StudyInstanceUID, "(2 series) sent to lumbarnode")
+    wait_until(lambda: expected <= node_scp.received_uids(), 20, "all instances at the node")
+    pacs.wait_routed(source.StudyInstanceUID, "(2 series) sent to lumbarnode")
 
     sr_path = make_result_sr(source, tmp_path / "sr.dcm")
     sent = store_scu([sr_path], host="127.0.0.1", port=pacs.dicom_port,
@@ -90,7 +70,7 @@ def test_lumbar_study_routed_results_stored_and_not_routed_back(
     # The result made the study unstable again; once stable, the script must skip it.
     study_id = pacs.study_id(source.StudyInstanceUID)
     pacs.wait_for_log(f"study {study_id} already routed, skipped", timeout=20)
-    assert sr.SOPInstanceUID not in received_uids(node_scp)
+    assert sr.SOPInstanceUID not in node_scp.received_uids()
 
 
 def test_node_made_series_are_not_routed(
@@ -107,10 +87,10 @@ def test_node_made_series_are_not_routed(
         manufacturer=NODE_MANUFACTURER.upper(), slices=1,
     )
     pacs.upload(scanner + by_description + by_manufacturer)
-    wait_routed(pacs, study_uid, "(1 series) sent to lumbarnode")
+    pacs.wait_routed(study_uid, "(1 series) sent to lumbarnode")
     expected = sop_uids(scanner)
-    wait_until(lambda: expected <= received_uids(node_scp), 20, "scanner series at the node")
-    assert not sop_uids(by_description + by_manufacturer) & received_uids(node_scp)
+    wait_until(lambda: expected <= node_scp.received_uids(), 20, "scanner series at the node")
+    assert not sop_uids(by_description + by_manufacturer) & node_scp.received_uids()
 
 
 def test_study_of_node_results_only_is_not_routed(
@@ -118,9 +98,9 @@ def test_study_of_node_results_only_is_not_routed(
 ) -> None:
     results = make_mr_series(tmp_path / "ai", series_description="AI lumbar overlay", slices=1)
     pacs.upload(results)
-    wait_routed(pacs, pydicom.dcmread(results[0]).StudyInstanceUID,
+    pacs.wait_routed(pydicom.dcmread(results[0]).StudyInstanceUID,
                 "is not a lumbar spine MR, skipped")
-    assert not sop_uids(results) & received_uids(node_scp)
+    assert not sop_uids(results) & node_scp.received_uids()
 
 
 def test_cervical_study_is_not_routed(
@@ -131,9 +111,9 @@ def test_cervical_study_is_not_routed(
         series_description="SAG T2 C-SPINE", slices=2,
     )
     pacs.upload(cervical)
-    wait_routed(pacs, pydicom.dcmread(cervical[0]).StudyInstanceUID,
+    pacs.wait_routed(pydicom.dcmread(cervical[0]).StudyInstanceUID,
                 "is not a lumbar spine MR, skipped")
-    assert not sop_uids(cervical) & received_uids(node_scp)
+    assert not sop_uids(cervical) & node_scp.received_uids()
 
 
 def test_lumbar_words_in_study_description_route_the_study(
@@ -145,7 +125,7 @@ def test_lumbar_words_in_study_description_route_the_study(
     )
     pacs.upload(files)
     expected = sop_uids(files)
-    wait_until(lambda: expected <= received_uids(node_scp), 20, "instances at the node")
+    wait_until(lambda: expected <= node_scp.received_uids(), 20, "instances at the node")
 
 
 def test_unlisted_calling_ae_cannot_store(pacs: OrthancServer, tmp_path: Path) -> None:
@@ -172,5 +152,5 @@ def test_results_stored_over_stow_rs_are_found_and_not_routed(
         study_instance_uid=sr.StudyInstanceUID, search_filters={"Modality": "SR"}
     )
     assert [i["00080018"]["Value"][0] for i in found] == [sr.SOPInstanceUID]
-    wait_routed(pacs, sr.StudyInstanceUID, "is not a lumbar spine MR, skipped")
-    assert sr.SOPInstanceUID not in received_uids(node_scp)
+    pacs.wait_routed(sr.StudyInstanceUID, "is not a lumbar spine MR, skipped")
+    assert sr.SOPInstanceUID not in node_scp.received_uids()

@@ -58,8 +58,7 @@ def pacs_for(
 
 def wait_store_job(pacs: OrthancServer, study_uid: str) -> dict:
     """The finished job in which the routing script sent this study to the node."""
-    study_id = wait_until(lambda: pacs.study_id(study_uid), 10, "study in Orthanc")
-    line = pacs.wait_for_log(f"study {study_id} (1 series) sent to lumbarnode")
+    line = pacs.wait_routed(study_uid, "(1 series) sent to lumbarnode")
     job_id = line.rsplit("in job ", 1)[1].strip()
     return wait_until(
         lambda: (j := pacs.get_json(f"/jobs/{job_id}"))["State"] in ("Failure", "Success") and j,
