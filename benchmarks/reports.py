@@ -1,10 +1,12 @@
 """Result-object benchmark: time and size of SEG (BINARY beside LABELMAP), SR, key image, KOS.
 
-    .venv/bin/python benchmarks/reports.py [--slices 15] [--scale 5] [--repeat 3]
+    .venv/bin/python benchmarks/reports.py [--seed 11] [--repeat 3]
+    .venv/bin/python benchmarks/reports.py --phantom [--slices 15] [--scale 5]
 
-The study is the result-object test phantom (sagittal T2, L1-S1 with discs and canal, 12
-segments) at a typical matrix: ``--scale 5`` gives 480 x 240 pixels, ``--slices 15``.
-Times are the median of ``--repeat`` builds (CPU, one process); sizes are the written files.
+The study is a generated synthetic study (``models.synth``, sagittal T2 at its typical
+matrix, labels from its truth, findings with the truth grades), or with ``--phantom`` the
+result-object test phantom (``--scale 5`` gives 480 x 240 pixels). Times are the median of
+``--repeat`` builds (CPU, one process); sizes are the written files.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pydicom
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_reports_study import make_findings, make_study
+from test_reports_study import findings_from_truth, make_findings, make_study
 
 from models.reports import build_key_image, build_kos, build_seg, build_sr
 from models.reports.equipment import (
@@ -29,6 +32,8 @@ from models.reports.equipment import (
     node_algorithm,
 )
 from models.reports.writer import SourceHeaders, write_results
+from models.study import StudyAnatomy, Volume
+from models.volume import load_volume
 
 
 def _timed(build: Callable[[], pydicom.Dataset], repeat: int) -> tuple[float, pydicom.Dataset]:
@@ -46,24 +51,47 @@ def _size(ds: pydicom.Dataset, path: Path) -> int:
     return path.stat().st_size
 
 
+def _synthetic(root: Path, seed: int) -> tuple[StudyAnatomy, dict[str, Path], dict]:
+    from models.synth.generate import generate_study
+
+    truth = generate_study(root / "study", seed)
+    series = truth["series"]["sag_t2"]
+    volume: Volume = load_volume([root / "study" / f for f in series["files"]], role="sag_t2")
+    labels = np.load(root / "study" / series["label_file"])["labels"]
+    anatomy = StudyAnatomy(
+        study_instance_uid=truth["study_instance_uid"], volumes={"sag_t2": volume}, labels=labels
+    )
+    files = {
+        str(uid): root / "study" / f
+        for uid, f in zip(series["sop_instance_uids"], series["files"], strict=True)
+    }
+    return anatomy, files, findings_from_truth(truth, volume)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phantom", action="store_true")
+    parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--slices", type=int, default=15)
     parser.add_argument("--scale", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        anatomy, files, _ = make_study(root, scale=args.scale, slices=args.slices)
+        if args.phantom:
+            anatomy, files, _ = make_study(root, scale=args.scale, slices=args.slices)
+            findings = make_findings(anatomy.volumes["sag_t2"])
+        else:
+            anatomy, files, findings = _synthetic(root, args.seed)
         volume = anatomy.volumes["sag_t2"]
-        findings = make_findings(volume)
         models = findings["models"]
         headers = SourceHeaders(files)
         sources = [headers[uid] for uid in volume.sop_instance_uids]
         equipment = contributing_equipment(models, anatomy.study_instance_uid)
         seg_algorithm = algorithm_from_models(models, "segmentation")
         print(
-            f"study: {volume.array.shape[0]} slices x {volume.array.shape[1]} x "
+            f"study: {'phantom' if args.phantom else f'synthetic seed {args.seed}'}, "
+            f"{volume.array.shape[0]} slices x {volume.array.shape[1]} x "
             f"{volume.array.shape[2]} pixels, 12 segments, 25 findings"
         )
         rows: list[tuple[str, float, int]] = []

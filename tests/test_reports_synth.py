@@ -10,8 +10,9 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 import pytest
+from test_reports_study import findings_from_truth
 
-from lumbar_common.vocabulary import CANAL, FORAMEN, GRADES, finding_keys, rsna_key
+from lumbar_common.vocabulary import finding_keys, rsna_key
 from models.reports import write_results
 from models.reports.seg.codes import SEGMENT_KINDS
 from models.study import StudyAnatomy
@@ -35,87 +36,13 @@ def synthetic(tmp_path_factory):
         volumes={"sag_t2": volume},
         labels=npz["labels"],
     )
-    findings = _findings_from_truth(truth, volume)
+    findings = findings_from_truth(truth, volume)
     source = {
         str(uid): root / "study" / f
         for uid, f in zip(series["sop_instance_uids"], series["files"], strict=True)
     }
     out = write_results(findings, anatomy, source, root / "out")
     return {"truth": truth, "anatomy": anatomy, "out": out, "findings": findings}
-
-
-def _findings_from_truth(truth: dict, volume) -> dict:
-    """findings.json as a perfect grader would write it for this study."""
-    findings, levels = [], []
-    for condition, side, level in finding_keys():
-        record = truth["levels"][level]
-        grade = record["grades"][rsna_key(condition, side, level).rsplit("_", 2)[0]]
-        centre = np.asarray(
-            record["disc_centre_lps"]
-            if condition == CANAL
-            else record[
-                "foramen_centre_lps" if condition == FORAMEN else "subarticular_centre_lps"
-            ][side]
-        )
-        slice_index = int(
-            np.clip(np.rint(volume.lps_to_index(centre)[0]), 0, volume.array.shape[0] - 1)
-        )
-        on_slice = volume.index_to_lps(np.r_[slice_index, volume.lps_to_index(centre)[1:]])
-        row, col = volume.affine[:3, 1] / 2, volume.affine[:3, 2] / 2
-        corners = [
-            on_slice + a * 10 * row + b * 10 * col for a, b in ((-1, -1), (-1, 1), (1, 1), (1, -1))
-        ]
-        probabilities = [0.05, 0.05, 0.05]
-        probabilities[GRADES.index(grade)] = 0.9
-        findings.append(
-            {
-                "level": level,
-                "condition": condition,
-                "side": side,
-                "grade": grade,
-                "probabilities": probabilities,
-                "assessable": True,
-                "reason": None,
-                "grader": "learned",
-                "model_version": "3.1",
-                "roi": {
-                    "series_instance_uid": volume.series_instance_uid,
-                    "slice": slice_index,
-                    "corners_lps": np.round(corners, 3).tolist(),
-                },
-            }
-        )
-    for level, record in truth["levels"].items():
-        levels.append(
-            {
-                "level": level,
-                "disc_centre_lps": record["disc_centre_lps"],
-                "warnings": [],
-                "measurements": [
-                    {"name": "canal_ap_diameter", "value": record["canal_ap_mm"], "unit": "mm"},
-                    {
-                        "name": "disc_height_anterior",
-                        "value": record["disc_height_anterior_mm"],
-                        "unit": "mm",
-                    },
-                ],
-            }
-        )
-    return {
-        "schema": "lumbar-node/findings/1",
-        "status": "partial",
-        "reason": None,
-        "study_instance_uid": truth["study_instance_uid"],
-        "series": [],
-        "models": {
-            "segmentation": {"name": "lumbar-seg", "version": "0.9"},
-            "grader_learned": {"name": "lumbar-grader", "version": "3.1"},
-        },
-        "levels": levels,
-        "findings": findings,
-        "rsna": {},
-        "timings_s": {},
-    }
 
 
 def test_seg_holds_the_labels_of_every_reported_structure(synthetic):
