@@ -112,7 +112,7 @@ def start_worker(tmp_path: Path) -> Iterator[object]:
     import os
     import subprocess
 
-    from nodekit import config_env
+    from workers.env import config_env
 
     procs: list[subprocess.Popen[bytes]] = []
 

@@ -114,25 +114,6 @@ def wait_for(predicate: object, timeout: float = 60.0, interval: float = 0.2) ->
         time.sleep(interval)
 
 
-def config_env(config: object) -> dict[str, str]:
-    """LUMBAR_NODE_* variables that reproduce a NodeConfig in a child process."""
-    import dataclasses
-
-    env = {}
-    for f in dataclasses.fields(config):  # type: ignore[arg-type]
-        value = getattr(config, f.name)
-        if value is None or value == "" or value == () or value == {}:
-            continue
-        if f.name == "allowed_callers":
-            value = ",".join(c.ae_title + (f"@{c.ip}" if c.ip else "") for c in value)
-        elif f.name == "destinations":
-            value = ",".join(d.label for d in value)
-        elif f.name == "return_ports":
-            value = ",".join(f"{k}={v}" for k, v in value.items())
-        env[f"LUMBAR_NODE_{f.name.upper()}"] = str(value)
-    return env
-
-
 class Storescp:
     """dcmtk's storescp as the PACS that receives the results."""
 

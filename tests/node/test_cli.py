@@ -1,0 +1,64 @@
+"""The commands as an operator runs them: `serve` as a process, `db`, `audit`, `resend`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+from nodekit import storescu, wait_for, wait_port, write_study
+
+from workers.env import config_env
+
+
+def _cli(env, *args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "workers.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_serve_process_receives_and_audit_tells_the_story(tmp_path, node_config):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUMBAR_NODE_")}
+    env.update(config_env(node_config.replace(scheduler_interval_seconds=0.2)))
+    assert _cli(env, "db", "upgrade").returncode == 0
+    serve = subprocess.Popen([sys.executable, "-m", "workers.cli", "serve", "--loglevel",
+                              "WARNING"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_port(node_config.dimse_port)
+        uid, files = write_study(tmp_path / "s", n=6)
+        assert storescu(node_config.dimse_port, files).returncode == 0
+        assert storescu(node_config.dimse_port, files[:1], "INTRUDER").returncode != 0
+
+        def closed():
+            out = _cli(env, "audit", "--study", uid, "--format", "json").stdout
+            rows = json.loads(out)
+            return rows if any(r["event_type"] == "study.closed" for r in rows) else None
+
+        rows = wait_for(closed, timeout=30, interval=0.5)
+    finally:
+        serve.terminate()
+        output = serve.communicate(timeout=20)[0]
+    assert serve.returncode == 0, output
+    assert "NODE0001" not in output  # no patient ID in the log
+    types = [r["event_type"] for r in rows]
+    assert types[0] == "study.first_instance" and types.count("instance.stored") == 18
+    closed_event = next(r for r in rows if r["event_type"] == "study.closed")
+    assert closed_event["detail"]["reason"].startswith("complete")
+    assert set(closed_event["detail"]["roles"]) == {"sag_t1", "sag_t2", "ax_t2"}
+
+    table = _cli(env, "audit", "--study", uid).stdout
+    assert "study.closed" in table and "instance.stored" in table
+    rejected = list(csv.DictReader(io.StringIO(_cli(
+        env, "audit", "--event-type", "association.rejected", "--format", "csv").stdout)))
+    assert [r["ae_title"] for r in rejected] == ["INTRUDER"]
+    audited = json.loads(_cli(env, "audit", "--event-type", "audit.queried",
+                              "--format", "json").stdout)
+    assert len(audited) >= 3
+    none = _cli(env, "resend", "--study", uid)
+    assert none.returncode == 1 and "no finished analysis" in none.stderr
+    bad = _cli(env, "audit", "--since", "yesterday")
+    assert bad.returncode == 2 and "not an ISO time" in bad.stderr
+    assert _cli(env, "db", "check").returncode == 0
