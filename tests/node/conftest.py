@@ -48,13 +48,13 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture()
-def pg_session(pg_engine: Engine) -> Iterator[Session]:
-    """A session inside a transaction that is rolled back after the test."""
+def pg_sessions(pg_engine: Engine) -> Iterator[sessionmaker[Session]]:
+    """Sessions on one connection whose outer transaction is rolled back after the test:
+    the code under test commits (savepoints), the database is left as it was."""
     with pg_engine.connect() as conn:
         outer = conn.begin()
-        session = Session(bind=conn, join_transaction_mode="create_savepoint")
-        yield session
-        session.close()
+        yield sessionmaker(bind=conn, join_transaction_mode="create_savepoint",
+                           expire_on_commit=False)
         outer.rollback()
 
 
@@ -135,3 +135,9 @@ def start_worker(tmp_path: Path) -> Iterator[object]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_sessions(request: pytest.FixtureRequest) -> sessionmaker[Session]:
+    """The same test on the embedded database and on PostgreSQL."""
+    return request.getfixturevalue("sessions" if request.param == "sqlite" else "pg_sessions")

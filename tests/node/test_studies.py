@@ -26,7 +26,8 @@ def _study(sessions, uid):
         return s.scalar(select(Study).where(Study.study_instance_uid == uid))
 
 
-def test_complete_study_closes_after_settle(tmp_path, node_config, sessions):
+def test_complete_study_closes_after_settle(tmp_path, node_config, db_sessions):
+    sessions = db_sessions
     uid, files = write_study(tmp_path / "s")
     _ingest(node_config, sessions, files)
     assert close_due_studies(sessions, node_config, utcnow()) == []  # not quiet yet
@@ -41,7 +42,8 @@ def test_complete_study_closes_after_settle(tmp_path, node_config, sessions):
         "queued", "lumbar.process_study", {"job_id": job.id})
 
 
-def test_incomplete_study_waits_then_times_out(tmp_path, node_config, sessions):
+def test_incomplete_study_waits_then_times_out(tmp_path, node_config, db_sessions):
+    sessions = db_sessions
     uid, files = write_study(tmp_path / "s", roles=("sag_t2",))
     _ingest(node_config, sessions, files)
     assert close_due_studies(sessions, node_config, utcnow() + timedelta(seconds=1)) == [
@@ -53,7 +55,8 @@ def test_incomplete_study_waits_then_times_out(tmp_path, node_config, sessions):
     assert "missing sag_t1, ax_t2" in _study(sessions, uid).reason
 
 
-def test_non_lumbar_and_non_mr_ignored_with_reason(tmp_path, node_config, sessions):
+def test_non_lumbar_and_non_mr_ignored_with_reason(tmp_path, node_config, db_sessions):
+    sessions = db_sessions
     brain, files = write_study(tmp_path / "brain", body_part="BRAIN")
     _ingest(node_config, sessions, files)
     ct, ct_files = write_study(tmp_path / "ct", roles=("sag_t2",), n=2, modality="CT")
@@ -69,7 +72,8 @@ def test_non_lumbar_and_non_mr_ignored_with_reason(tmp_path, node_config, sessio
     assert len(ignored) == 2
 
 
-def test_late_instances_rerun_and_supersede(tmp_path, node_config, sessions):
+def test_late_instances_rerun_and_supersede(tmp_path, node_config, db_sessions):
+    sessions = db_sessions
     uid, files = write_study(tmp_path / "s", n=7)
     _ingest(node_config, sessions, files[:-1])
     close_due_studies(sessions, node_config, utcnow() + timedelta(seconds=1))
@@ -116,7 +120,8 @@ def test_outbox_survives_broker_outage(tmp_path, node_config, sessions):
         assert s.scalar(select(OutboxMessage)).dispatched_at is not None
 
 
-def test_reconciler_requeues_stuck_job(tmp_path, node_config, sessions):
+def test_reconciler_requeues_stuck_job(tmp_path, node_config, db_sessions):
+    sessions = db_sessions
     uid, files = write_study(tmp_path / "s")
     _ingest(node_config, sessions, files)
     close_due_studies(sessions, node_config, utcnow() + timedelta(seconds=1))
