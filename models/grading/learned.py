@@ -1,0 +1,68 @@
+"""Learned grader: one small 3-D ResNet per input stack, one joint head per level.
+
+The layout follows a strong RSNA 2024 approach (separate 3-D encoders for the sagittal T2
+canal crop, the sagittal T1 foraminal crops and the axial T2 crops, concatenated into one
+head) scaled down to run on a CPU: the crops are tiny (32 px) and the encoders narrow.
+Left and right share an encoder: the crops are built so both sides look alike (lateral
+slab order, mirrored axials), which doubles the data each encoder sees.
+
+Missing series are part of training (whole stacks are dropped at random and a presence flag
+goes to the head), so the canal grade does not fall apart when, say, the axial is absent.
+Foraminal outputs without a sagittal T1 and subarticular outputs without an axial T2 are
+never reported: the head only learned them from those stacks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+#: order of the 3-grade outputs
+OUTPUTS: tuple[str, ...] = ("canal", "foramen_left", "foramen_right", "sub_left", "sub_right")
+#: LSS 4-grade outputs (foramina)
+LSS_OUTPUTS: tuple[str, ...] = ("lss_left", "lss_right")
+#: presence flags: sagittal T1, axial T2 (sagittal T2/STIR is always there)
+N_PRESENCE = 2
+N_LEVELS = 5
+
+
+def _encoder(width: int) -> nn.Module:
+    from monai.networks.nets.resnet import ResNet
+
+    return ResNet(block="basic", layers=[1, 1, 1, 1],
+                  block_inplanes=[width, 2 * width, 4 * width, 8 * width], spatial_dims=3,
+                  n_input_channels=1, conv1_t_size=3, conv1_t_stride=1, feed_forward=False,
+                  shortcut_type="A")
+
+
+class GraderNet(nn.Module):
+    """Inputs per level: canal [B,1,3,H,W], foramina [B,1,5,H,W] x2, axials [B,1,3,H,W] x2."""
+
+    def __init__(self, width: int = 8, hidden: int = 96, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.width = width
+        feat = 8 * width
+        self.canal = _encoder(width)
+        self.foramen = _encoder(width)
+        self.axial = _encoder(width)
+        joint = 5 * feat + N_PRESENCE + N_LEVELS
+        self.head = nn.Sequential(
+            nn.Linear(joint, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, 3 * len(OUTPUTS) + 4 * len(LSS_OUTPUTS)),
+        )
+
+    def forward(self, canal: torch.Tensor, for_l: torch.Tensor, for_r: torch.Tensor,
+                ax_l: torch.Tensor, ax_r: torch.Tensor, presence: torch.Tensor,
+                level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (logits [B,5,3], lss logits [B,2,4])."""
+        t1 = presence[:, 0:1]
+        ax = presence[:, 1:2]
+        f = torch.cat([
+            self.canal(canal),
+            self.foramen(for_l) * t1, self.foramen(for_r) * t1,
+            self.axial(ax_l) * ax, self.axial(ax_r) * ax,
+            presence, nn.functional.one_hot(level, N_LEVELS).float(),
+        ], dim=1)
+        out = self.head(f)
+        n3 = 3 * len(OUTPUTS)
+        return out[:, :n3].reshape(-1, len(OUTPUTS), 3), out[:, n3:].reshape(-1, 2, 4)

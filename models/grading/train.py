@@ -1,0 +1,273 @@
+"""``lumbar-node train grader``: fit the learned grader on synthetic studies.
+
+Studies are generated from consecutive seeds (``--seed`` .. ``--seed + --studies - 1``),
+split by study into training and validation (never by level: levels of one patient are
+correlated), trained with the RSNA class weights, then calibrated by temperature scaling on
+the validation split. Writes ``grader.pt`` and its model card ``grader.json``; the card's
+``summary`` states plainly that the training data is synthetic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from lumbar_common.vocabulary import GRADE_WEIGHTS, GRADES, LEVELS, rsna_key
+
+DEFAULT_CACHE = Path(os.environ.get("LUMBAR_NODE_CACHE", Path.home() / ".cache" / "lumbar-node"))
+SUMMARY = ("Trained on synthetic studies only (lumbar-node synth); not validated on patient "
+           "data. Grades spinal canal, neural foraminal and subarticular stenosis per level.")
+#: output index -> temperature group
+GROUPS: tuple[str, ...] = ("canal", "foramen", "foramen", "subarticular", "subarticular")
+_KEYS = (("spinal_canal_stenosis", None), ("neural_foraminal_narrowing", "left"),
+         ("neural_foraminal_narrowing", "right"), ("subarticular_stenosis", "left"),
+         ("subarticular_stenosis", "right"))
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="weights folder (models/weights)")
+    parser.add_argument("--studies", type=int, default=240, help="synthetic studies to generate")
+    parser.add_argument("--seed", type=int, default=1000, help="first study seed")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=48)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--copies", type=int, default=2,
+                        help="geometry draws per level (the first exact, others jittered)")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "grader",
+                        help="where generated studies' crops are kept between runs")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=1, help="parallel study generation")
+
+
+def _gen_one(args: tuple[str, int, int]) -> str:
+    from models.grading.dataset import build_cache
+
+    cache, seed, copies = args
+    return str(build_cache(Path(cache), [seed], copies)[0])
+
+
+def _cache(cache: Path, seeds: list[int], copies: int, jobs: int) -> list[Path]:
+    todo = [(str(cache), s, copies) for s in seeds]
+    if jobs > 1:
+        from multiprocessing import get_context
+
+        with get_context("spawn").Pool(jobs) as pool:
+            return [Path(p) for p in pool.map(_gen_one, todo, chunksize=1)]
+    return [Path(_gen_one(t)) for t in todo]
+
+
+def _tensors(data: dict[str, np.ndarray], idx: np.ndarray, device: str) -> dict:
+    import torch
+
+    out = {}
+    for k in ("canal", "for_l", "for_r", "ax_l", "ax_r"):
+        out[k] = torch.as_tensor(data[k][idx]).float().unsqueeze(1).to(device)
+    out["presence"] = torch.as_tensor(data["presence"][idx]).float().to(device)
+    out["level"] = torch.as_tensor(data["level"][idx]).long().to(device)
+    out["y"] = torch.as_tensor(data["y"][idx]).long().to(device)
+    out["y_lss"] = torch.as_tensor(data["y_lss"][idx]).long().to(device)
+    return out
+
+
+def _augment(b: dict, rng: np.random.Generator) -> dict:
+    """Intensity gain/noise and whole-series dropout (so missing series are familiar)."""
+    import torch
+
+    n = b["canal"].shape[0]
+    for k in ("canal", "for_l", "for_r", "ax_l", "ax_r"):
+        gain = torch.as_tensor(rng.uniform(0.8, 1.2, (n, 1, 1, 1, 1))).float()
+        b[k] = b[k] * gain.to(b[k].device) + 0.02 * torch.randn_like(b[k])
+    drop = torch.as_tensor(rng.random((n, 2)) < 0.15).to(b["presence"].device)
+    b["presence"] = b["presence"] * (~drop).float()
+    return b
+
+
+def _loss(logits, lss_logits, b: dict):  # noqa: ANN001 - torch types imported lazily
+    import torch
+    from torch.nn import functional as F
+
+    w = torch.tensor(GRADE_WEIGHTS, device=logits.device)
+    t1, ax = b["presence"][:, 0], b["presence"][:, 1]
+    masks = [torch.ones_like(t1), t1, t1, ax, ax]
+    total = logits.new_zeros(())
+    for j, m in enumerate(masks):
+        ce = F.cross_entropy(logits[:, j], b["y"][:, j], weight=w, reduction="none")
+        wy = w[b["y"][:, j]]
+        total = total + (ce * m).sum() / (wy * m).sum().clamp(min=1e-6)
+    for j in range(2):
+        valid = (b["y_lss"][:, j] >= 0).float() * t1
+        ce = F.cross_entropy(lss_logits[:, j], b["y_lss"][:, j].clamp(min=0), reduction="none")
+        total = total + 0.5 * (ce * valid).sum() / valid.sum().clamp(min=1.0)
+    return total
+
+
+def predict_logits(net, data: dict[str, np.ndarray], device: str,  # noqa: ANN001
+                   batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    net.eval()
+    outs, lsss = [], []
+    with torch.inference_mode():
+        for i in range(0, len(data["y"]), batch):
+            b = _tensors(data, np.arange(i, min(i + batch, len(data["y"]))), device)
+            o, q = net(b["canal"], b["for_l"], b["for_r"], b["ax_l"], b["ax_r"],
+                       b["presence"], b["level"])
+            outs.append(o.cpu().numpy())
+            lsss.append(q.cpu().numpy())
+    return np.concatenate(outs), np.concatenate(lsss)
+
+
+def score_split(data: dict[str, np.ndarray], logits: np.ndarray, lss_logits: np.ndarray,
+                temps: dict[str, float]) -> dict[str, float]:
+    """RSNA score (and LSS accuracy/macro-F1) of one split, with the given temperatures."""
+    from models.grading.calibration import softmax
+    from models.grading.metric import lss_scores, rsna_score
+
+    truth: dict[str, dict[str, str]] = {}
+    pred: dict[str, dict[str, list[float]]] = {}
+    for i in range(len(data["y"])):
+        study = str(data["study"][i])
+        level = LEVELS[int(data["level"][i])]
+        for j, (cond, side) in enumerate(_KEYS):
+            key = rsna_key(cond, side, level)
+            truth.setdefault(study, {})[key] = GRADES[int(data["y"][i, j])]
+            pred.setdefault(study, {})[key] = softmax(logits[i, j], temps.get(GROUPS[j], 1.0)
+                                                      ).tolist()
+    out = {k: round(v, 4) for k, v in rsna_score(truth, pred).items()}
+    valid = data["y_lss"] >= 0
+    if valid.any():
+        lss = lss_scores(data["y_lss"][valid].tolist(), lss_logits.argmax(-1)[valid].tolist())
+        out.update({f"lss_{k}": round(v, 4) for k, v in lss.items()})
+    return out
+
+
+def fit_temperatures(data: dict[str, np.ndarray], logits: np.ndarray,
+                     lss_logits: np.ndarray) -> dict[str, float]:
+    from models.grading.calibration import fit_temperature
+
+    temps: dict[str, float] = {}
+    for group in ("canal", "foramen", "subarticular"):
+        cols = [j for j, g in enumerate(GROUPS) if g == group]
+        z = np.concatenate([logits[:, j] for j in cols])
+        y = np.concatenate([data["y"][:, j] for j in cols])
+        temps[group] = round(fit_temperature(z, y), 4)
+    valid = data["y_lss"] >= 0
+    temps["lss"] = round(fit_temperature(lss_logits[valid], data["y_lss"][valid],
+                                         weighted=False), 4)
+    return temps
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from models import registry
+    from models.grading.dataset import load_cache
+    from models.grading.learned import GraderNet
+    from models.grading.learned_grader import MODEL_NAME, WEIGHTS_NAME, resolve_device
+
+    if args.studies < 5:
+        raise ValueError(f"--studies {args.studies}: need at least 5 studies to split")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    device = resolve_device(args.device)
+    t0 = time.time()
+    seeds = list(range(args.seed, args.seed + args.studies))
+    paths = _cache(args.cache, seeds, args.copies, args.jobs)
+    n_val = max(1, int(round(args.val_fraction * len(seeds))))
+    train_paths, val_paths = paths[:-n_val], paths[-n_val:]
+    train = _with_study(train_paths, load_cache)
+    val = _with_study(val_paths, load_cache, exact_only=True)
+    t_data = time.time() - t0
+    print(f"data: {len(train['y'])} train / {len(val['y'])} val level samples "
+          f"from {len(seeds)} studies in {t_data:.0f}s", flush=True)
+
+    net = GraderNet().to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    steps = args.epochs * int(np.ceil(len(train["y"]) / args.batch))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps)
+    best: tuple[float, dict] | None = None
+    for epoch in range(args.epochs):
+        net.train()
+        order = rng.permutation(len(train["y"]))
+        losses = []
+        for i in range(0, len(order), args.batch):
+            b = _augment(_tensors(train, order[i:i + args.batch], device), rng)
+            logits, lss = net(b["canal"], b["for_l"], b["for_r"], b["ax_l"], b["ax_r"],
+                              b["presence"], b["level"])
+            loss = _loss(logits, lss, b)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss))
+        vl, vq = predict_logits(net, val, device)
+        val_score = score_split(val, vl, vq, {})["score"]
+        print(f"epoch {epoch + 1}/{args.epochs} loss {np.mean(losses):.4f} "
+              f"val RSNA {val_score:.4f} ({time.time() - t0:.0f}s)", flush=True)
+        if best is None or val_score < best[0]:
+            best = (val_score, {k: v.detach().clone() for k, v in net.state_dict().items()})
+    assert best is not None
+    net.load_state_dict(best[1])
+    vl, vq = predict_logits(net, val, device)
+    temps = fit_temperatures(val, vl, vq)
+    before, after = score_split(val, vl, vq, {}), score_split(val, vl, vq, temps)
+    print(f"validation RSNA score {before['score']} -> {after['score']} calibrated "
+          f"(temperatures {temps})", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    weights = args.out / WEIGHTS_NAME
+    torch.save({"state_dict": best[1], "config": {"width": net.width},
+                "temperatures": temps}, weights)
+    card = {
+        "summary": SUMMARY,
+        "name": MODEL_NAME,
+        "version": datetime.now(UTC).strftime("%Y.%m.%d") + f"-s{args.seed}n{args.studies}",
+        "task": "stenosis grading: spinal canal, neural foramina, subarticular (RSNA 3-grade, "
+                "LSS 4-grade foramina)",
+        "architecture": {"class": "models.grading.learned.GraderNet",
+                         "args": {"width": net.width},
+                         "description": "3 MONAI 3-D ResNet encoders (sag T2 canal, sag T1 "
+                                        "foramina, axial T2 recesses; layers 1-1-1-1) + joint "
+                                        "MLP head per level; temperature-scaled"},
+        "weights": WEIGHTS_NAME,
+        "sha256": "0" * 64,  # filled in by registry.write_card
+        "training_data": {"source": "lumbar-node synth (synthetic studies only)",
+                          "seeds": [seeds[0], seeds[-1]], "studies": len(seeds),
+                          "level_samples": int(len(train["y"])), "copies_per_level": args.copies},
+        "split": {"train_seeds": [seeds[0], seeds[-n_val - 1]],
+                  "validation_seeds": [seeds[-n_val], seeds[-1]], "by": "study"},
+        "metrics": {"validation_uncalibrated": before, "validation": after,
+                    "uniform_baseline_group_loss": round(float(np.log(3)), 4),
+                    "temperatures": temps},
+        "command": (f"lumbar-node train grader --out {args.out} --studies {args.studies} "
+                    f"--seed {args.seed} --epochs {args.epochs} --copies {args.copies}"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "training_time_s": round(time.time() - t0, 1),
+        "device": device,
+    }
+    card_path = registry.write_card(card, args.out)
+    print(f"wrote {weights} and {card_path}", flush=True)
+    return 0
+
+
+def _with_study(paths: list[Path], loader, exact_only: bool = False  # noqa: ANN001
+                ) -> dict[str, np.ndarray]:
+    """Load cached samples, tagging each with its study (seed) for per-study scoring."""
+    parts = []
+    for p in paths:
+        d = loader([p])
+        n = len(d["y"])
+        d["study"] = np.array([p.stem] * n)
+        if exact_only:  # first copy of each level only: validation on true geometry draws
+            copies = n // max(1, len(np.unique(d["level"])))
+            keep = np.arange(0, n, copies) if copies > 1 else np.arange(n)
+            d = {k: v[keep] for k, v in d.items()}
+        parts.append(d)
+    return {k: np.concatenate([d[k] for d in parts]) for k in parts[0]}
