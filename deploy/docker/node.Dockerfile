@@ -29,6 +29,7 @@ COPY lumbar_common ./lumbar_common
 COPY dicom_node ./dicom_node
 COPY workers ./workers
 COPY migrations ./migrations
+COPY deploy/docker/node_healthcheck.py ./node_healthcheck.py
 RUN pip install --no-deps . \
  && rm -rf /opt/lumbar-node/lumbar_common /opt/lumbar-node/dicom_node \
       /opt/lumbar-node/workers /opt/lumbar-node/migrations \
@@ -45,9 +46,9 @@ VOLUME ["/var/lib/lumbar-node"]
 USER 10001:10001
 EXPOSE 11112 8080
 
-# /healthz of the HTTP server; the io worker overrides this check (it serves no HTTP).
+# /healthz of the HTTP server (HTTPS when TLS is on); the io worker overrides this check.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-  CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('LUMBAR_NODE_HTTP_PORT', '8080'), timeout=4)"
+  CMD ["python", "/opt/lumbar-node/node_healthcheck.py"]
 
 ENTRYPOINT ["lumbar-node"]
 CMD ["serve"]
