@@ -284,6 +284,14 @@ def test_bad_input_is_refused_with_the_bad_value(study, tmp_path):
     )
     with pytest.raises(ValueError, match="do not match"):
         write_results(findings, cropped, files, tmp_path)
+    bad_value = json.loads(json.dumps(findings))
+    bad_value["levels"][0]["measurements"][0]["value"] = "twelve"
+    with pytest.raises(ValueError, match="twelve"):
+        write_results(bad_value, anatomy, files, tmp_path)
+    bad_slice = json.loads(json.dumps(findings))
+    bad_slice["findings"][2]["roi"]["slice"] = 99
+    with pytest.raises(ValueError, match="slice 99"):
+        write_results(bad_slice, anatomy, files, tmp_path)
     with pytest.raises(ValueError, match="not-a-study"):
         write_results(dict(findings, study_instance_uid="not-a-study"), anatomy, files, tmp_path)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydicom.uid import UID
 
+from models.reports.equipment import algorithm_from_models, node_version
 from models.reports.uids import model_versions, result_uid
 
 MODELS = {
@@ -43,3 +44,13 @@ def test_bad_arguments_are_refused():
         result_uid("1.2.3", {}, "")
     with pytest.raises(ValueError, match="segmentation"):
         model_versions({"segmentation": "1.0"})
+
+
+def test_algorithm_falls_back_to_the_node_when_a_card_is_missing():
+    assert algorithm_from_models(MODELS, "segmentation").version == "1.0"
+    fallback = algorithm_from_models(
+        {"segmentation": {"name": None, "version": None}}, "segmentation"
+    )
+    assert fallback.name == "lumbar-node segmentation"
+    assert fallback.version == node_version() != "unknown"
+    assert algorithm_from_models({}, "segmentation") == fallback

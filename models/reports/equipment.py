@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import metadata
 
 import highdicom as hd
 from pydicom.dataset import Dataset
@@ -43,11 +44,25 @@ class Algorithm:
 
 
 def algorithm_from_models(models: Mapping[str, Mapping[str, object]], role: str) -> Algorithm:
-    """The model card of ``role`` (e.g. ``"segmentation"``) as an :class:`Algorithm`."""
-    card = models.get(role)
+    """The model card of ``role`` (e.g. ``"segmentation"``) as an :class:`Algorithm`.
+
+    A missing card, name or version falls back to the node itself (``lumbar-node <role>``
+    at the installed package version) so that the object still names what made it.
+    """
+    card = models.get(role, {})
     if not isinstance(card, Mapping):
-        raise ValueError(f"findings['models'] has no model card {role!r}; has {sorted(models)}")
-    return Algorithm(name=str(card.get("name") or ""), version=str(card.get("version") or ""))
+        raise ValueError(f"model card of {role!r} must be a mapping, got {card!r}")
+    return Algorithm(
+        name=str(card.get("name") or f"{MANUFACTURER} {role}"),
+        version=str(card.get("version") or node_version()),
+    )
+
+
+def node_version() -> str:
+    try:
+        return metadata.version("lumbar-node")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def node_algorithm(models: Mapping[str, Mapping[str, object]]) -> Algorithm:

@@ -27,7 +27,7 @@ def model_versions(models: Mapping[str, Mapping[str, object]]) -> dict[str, str]
     for role, card in models.items():
         if not isinstance(card, Mapping):
             raise ValueError(f"model card of {role!r} must be a mapping, got {card!r}")
-        versions[str(role)] = f"{card.get('name', '')}@{card.get('version', '')}"
+        versions[str(role)] = f"{card.get('name') or ''}@{card.get('version') or ''}"
     return versions
 
 

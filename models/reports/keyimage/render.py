@@ -17,8 +17,7 @@ from scipy import ndimage
 from lumbar_common.vocabulary import CANAL, FORAMEN, LEVELS, SUBARTICULAR, rsna_key
 from models.reports.seg.codes import SEGMENT_KINDS
 
-#: The default font has no em dash; a spaced hyphen reads the same on screen.
-NOTICE: Final = "AI result - not for diagnosis without review"
+NOTICE: Final = "AI result \u2014 not for diagnosis without review"
 #: Image part is scaled to at least this many rows so that burned-in text stays legible.
 MIN_ROWS: Final = 512
 BANNER: Final = 44
@@ -118,6 +117,22 @@ def _table(draw: ImageDraw.ImageDraw, x0: int, y0: int, findings: Sequence[Mappi
     )
 
 
+def _notice(
+    draw: ImageDraw.ImageDraw,
+    xy: tuple[int, int],
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+) -> None:
+    """Draws :data:`NOTICE`; the default font has no em dash glyph, so the dash is a line."""
+    before, after = NOTICE.split(" \u2014 ")
+    x, y = xy
+    white = (255, 255, 255)
+    draw.text((x, y), before, fill=white, font=font)
+    x += round(draw.textlength(before + " ", font=font))
+    size = int(getattr(font, "size", 20))
+    draw.line((x, y + size * 0.62, x + size, y + size * 0.62), fill=white, width=2)
+    draw.text((x + round(draw.textlength(" ", font=font)) + size, y), after, fill=white, font=font)
+
+
 def render(
     pixels: np.ndarray,
     labels: np.ndarray | None,
@@ -148,6 +163,6 @@ def render(
             stroke_fill=(0, 0, 0),
         )
     draw.rectangle((0, 0, width, BANNER - 1), fill=(150, 0, 0))
-    draw.text((10, 10), NOTICE, fill=(255, 255, 255), font=_font(22))
+    _notice(draw, (10, 10), _font(22))
     _table(draw, rgb.shape[1] + 16, BANNER + 12, findings)
     return np.asarray(canvas)

@@ -92,7 +92,8 @@ def build_key_image(
     # spine is unpaired, so it is present and empty.
     sc.Laterality = None
     sc.BurnedInAnnotation = "YES"
-    sc.ImageComments = NOTICE
+    # ImageComments uses the default character repertoire, which has no em dash
+    sc.ImageComments = NOTICE.replace("\u2014", "-")
     sc.ImageType = ["DERIVED", "SECONDARY"]
     ref = Dataset()
     ref.ReferencedSOPClassUID = source.SOPClassUID

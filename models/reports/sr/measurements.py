@@ -80,7 +80,10 @@ def build_measurement(
         return None
     kind = kind_of(name, str(record.get("unit", "")))
     sites = _sites(kind, level, record)
-    value = float(record["value"])
+    try:
+        value = float(record["value"])
+    except (TypeError, ValueError):
+        raise ValueError(f"measurement {name!r} at {level} has value {record['value']!r}") from None
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"measurement {name!r} at {level} has value {record['value']!r}")
     if name in KNOWN and record.get("unit") != kind.unit.value:
@@ -90,7 +93,9 @@ def build_measurement(
     coordinates = None
     points = record.get("points_lps")
     if points and with_coordinates:
-        sop, data = locator.pixel_points(record["series_instance_uid"], record["slice"], points)
+        sop, data = locator.pixel_points(
+            record.get("series_instance_uid"), record.get("slice"), points
+        )
         coordinates = [
             hd.sr.CoordinatesForMeasurement(
                 graphic_type=hd.sr.GraphicTypeValues.POLYLINE
