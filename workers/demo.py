@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from dicom_node.db import migrate
     from dicom_node.db.models import Delivery, Finding, Job, ResultObject, Study
     from dicom_node.serve import Node
-    from models.synth.generate import generate_study
+    from models.synth import generate_study
     from workers.env import config_env
 
     out = Path(args.out).resolve()
