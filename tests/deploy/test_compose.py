@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 from deploy_files import COMPOSE_FILE, DEPLOY, REPO, interpolate, load_compose, read_env_file
@@ -126,3 +127,15 @@ def test_broker_visibility_timeout_outlasts_a_job(compose: dict) -> None:
     config = load_config(env=node_env(compose["services"]["worker-gpu"]))
     options = celery_settings(config)["broker_transport_options"]
     assert options["visibility_timeout"] > config.job_time_limit_seconds == 1800
+
+
+def test_readme_names_only_real_settings() -> None:
+    """Every LUMBAR_NODE_* the deployment guide tells hospital IT to set exists in the node."""
+    fields = {f.name for f in dataclasses.fields(NodeConfig)}
+    readme = (DEPLOY / "README.md").read_text()
+    names = set(re.findall(r"LUMBAR_NODE_([A-Z_]+[A-Z])", readme))
+    # `_SPOOL_DIR`-style shorthands in the table continue the name before them
+    names |= {n for n in re.findall(r"`_([A-Z_]+[A-Z])`", readme)}
+    assert names, "the guide names no settings"
+    unknown = {n for n in names if n.lower() not in fields} - {"REGISTRY", "VERSION"}
+    assert not unknown, f"README names settings the node does not have: {sorted(unknown)}"

@@ -47,7 +47,7 @@ def test_configmap_and_secrets_are_valid_node_settings() -> None:
     config = load_config(env={**data, **secrets})
     assert set(secrets) == {
         "LUMBAR_NODE_DATABASE_URL", "LUMBAR_NODE_BROKER_URL", "LUMBAR_NODE_RESULT_BACKEND",
-        "LUMBAR_NODE_API_TOKEN",
+        "LUMBAR_NODE_API_TOKEN", "LUMBAR_NODE_DESTINATION_TOKEN",
     }
     assert config.database_url.startswith("postgresql+psycopg://")
     assert config.destinations and config.allowed_callers
