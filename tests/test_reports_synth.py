@@ -3,6 +3,7 @@ its sagittal T2 labels and the SR exactly its truth grades."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,18 +19,16 @@ from models.reports.seg.codes import SEGMENT_KINDS
 from models.study import StudyAnatomy
 from models.volume import load_volume
 
-synth = pytest.importorskip("models.synth.generate")
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth_reports")
-    truth = synth.generate_study(root / "study", 11)
+def synthetic(synth_study, tmp_path_factory):
+    # the same study as tests/test_synth_geometry.py, so a session generates it once
+    study = synth_study(seed=3, axial="stack", matrix=160)
+    truth = json.loads((study / "truth.json").read_text())
     series = truth["series"]["sag_t2"]
-    files = [root / "study" / f for f in series["files"]]
+    files = [study / f for f in series["files"]]
     volume = load_volume(files, role="sag_t2")
-    npz = np.load(root / "study" / series["label_file"])
+    npz = np.load(study / series["label_file"])
     assert tuple(npz["sop_instance_uids"]) == volume.sop_instance_uids
     anatomy = StudyAnatomy(
         study_instance_uid=truth["study_instance_uid"],
@@ -38,10 +37,10 @@ def synthetic(tmp_path_factory):
     )
     findings = findings_from_truth(truth, volume)
     source = {
-        str(uid): root / "study" / f
+        str(uid): study / f
         for uid, f in zip(series["sop_instance_uids"], series["files"], strict=True)
     }
-    out = write_results(findings, anatomy, source, root / "out")
+    out = write_results(findings, anatomy, source, tmp_path_factory.mktemp("reports_out"))
     return {"truth": truth, "anatomy": anatomy, "out": out, "findings": findings}
 
 
