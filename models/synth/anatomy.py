@@ -21,10 +21,10 @@ from .pathology import LevelPathology, level_pathology
 MOBILE = ("L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10")
 #: body height, AP depth, width (mm) of a mid-sized adult, and the lordosis offset (deg)
 _SIZE = {
-    "L5": (26.5, 35.0, 50.0, 16.0), "L4": (27.0, 34.0, 48.0, 28.0),
-    "L3": (27.0, 33.0, 46.0, 38.0), "L2": (26.5, 32.0, 43.0, 46.0),
-    "L1": (25.5, 30.0, 40.0, 51.0), "T12": (23.5, 28.0, 37.0, 54.0),
-    "T11": (22.0, 27.0, 35.0, 56.0), "T10": (21.0, 26.0, 33.0, 57.0),
+    "L5": (26.5, 38.0, 50.0, 16.0), "L4": (27.0, 37.5, 48.0, 28.0),
+    "L3": (27.0, 36.5, 46.0, 38.0), "L2": (26.5, 35.0, 43.0, 46.0),
+    "L1": (25.5, 33.0, 40.0, 51.0), "T12": (23.5, 31.0, 37.0, 54.0),
+    "T11": (22.0, 29.0, 35.0, 56.0), "T10": (21.0, 28.0, 33.0, 57.0),
 }
 #: disc height at the centre (mm) of the disc above each vertebra
 _DISC_H = {"S1": 10.5, "L5": 11.0, "L4": 10.5, "L3": 9.5, "L2": 8.5, "L1": 7.5,
@@ -167,8 +167,8 @@ def build_anatomy(
     scale = rng.uniform(0.9, 1.1)
     sacral_slope = rng.uniform(32.0, 48.0)
     lordosis = rng.uniform(0.7, 1.25)
-    sac_half_width = rng.uniform(8.5, 11.0)
-    sac_half_ap = rng.uniform(6.6, 8.4)
+    sac_half_width = rng.uniform(8.0, 10.5)
+    sac_half_ap = rng.uniform(5.6, 7.6)
     origin = np.array([rng.uniform(-3, 3), rng.uniform(-15, 15), rng.uniform(-130, -90)])
 
     vertebrae: list[Vertebra] = []
@@ -181,7 +181,7 @@ def build_anatomy(
         vertebrae.append(Vertebra(name, spider_vertebra_label("S1"), Frame(centre, tilt), h * scale,
                                   ry, 0.5 * width * scale, "sacral",
                                   -(ry + E_ANT + sac_half_ap * (0.8 if name == "S1" else 0.5))))
-        top = centre - 0.5 * h * scale * cranial(tilt) - 1.0 * cranial(tilt)
+        top = centre - 0.5 * h * scale * cranial(tilt) + 0.4 * cranial(tilt)  # fused
     vertebrae = vertebrae[::-1]  # caudal -> cranial
 
     level_paths: dict[str, LevelPathology] = {}
@@ -235,7 +235,7 @@ def build_anatomy(
 
     habitus = Habitus(
         skin_posterior=rng.uniform(70.0, 105.0), fat=rng.uniform(8.0, 32.0),
-        body_ap=rng.uniform(210.0, 270.0), half_width=rng.uniform(140.0, 175.0),
+        body_ap=rng.uniform(230.0, 300.0), half_width=rng.uniform(140.0, 175.0),
     )
     top_vertebra = "T11" if transitional else str(rng.choice(["T11", "T12", "L1"],
                                                              p=[0.3, 0.4, 0.3]))

@@ -69,8 +69,8 @@ def _vertebra_parts(vert: Vertebra, sac_w: float, sac_ap: float, tp_len: float
     cv = vert.canal_v
     lab = vert.label
     thoracic = vert.kind == "thoracic"
-    sp_len = 34.0 if thoracic else 28.0
-    sp_drop = 0.7 if thoracic else 0.3
+    sp_len = 32.0 if thoracic else 27.0
+    sp_drop = 0.75 if thoracic else 0.1
 
     def body(x: np.ndarray, v: np.ndarray, w: np.ndarray, tissue: np.ndarray,
              label: np.ndarray) -> None:
@@ -88,12 +88,15 @@ def _vertebra_parts(vert: Vertebra, sac_w: float, sac_ap: float, tp_len: float
 
     def spinous(x: np.ndarray, v: np.ndarray, w: np.ndarray, tissue: np.ndarray,
                 label: np.ndarray) -> None:
-        t = (-(v - cv) - (bv + 3.0)) / sp_len
+        t = (-(v - cv) - (bv + 2.0)) / sp_len
         tc = np.clip(t, 0.0, 1.0)
-        wc = -0.22 * vert.height - sp_drop * tc * sp_len
-        half = 9.0 - 3.5 * tc
-        inside = (t > -0.35) & (t < 1.0) & (np.abs(x) < 3.2 - 0.8 * tc) & (np.abs(w - wc) < half)
-        edge = (np.abs(x) > 2.1 - 0.8 * tc) | (t > 0.95) | (np.abs(w - wc) > half - 1.2)
+        wc = -0.18 * vert.height - sp_drop * tc * sp_len
+        half = (0.32 - 0.04 * tc) * vert.height
+        tip = np.clip((t - 0.85) / 0.15, 0.0, 1.0)  # slightly rounded posterior tip
+        half = half * np.sqrt(np.clip(1.0 - tip * tip, 0.0, 1.0)) + 0.1
+        xw = 3.6 + 1.6 * tc
+        inside = (t > -0.4) & (t < 1.0) & (np.abs(x) < xw) & (np.abs(w - wc) < half)
+        edge = (np.abs(x) > xw - 1.1) | (t > 0.95) | (np.abs(w - wc) > half - 1.2)
         _bone(tissue, label, inside, edge, lab)
 
     ped_len = 0.5 * (-vert.ry + 2.0 - cv)
@@ -103,8 +106,8 @@ def _vertebra_parts(vert: Vertebra, sac_w: float, sac_ap: float, tp_len: float
         _part(vert, "lamina", (0.0, cv - bv, -0.2 * vert.height),
               float(np.hypot(bx + 7, bv + 6) + h2), lamina),
         _part(vert, "spinous process", (0.0, cv - bv - 0.5 * sp_len,
-                                        -0.22 * vert.height - 0.5 * sp_drop * sp_len),
-              0.5 * sp_len + 14.0, spinous),
+                                        -0.18 * vert.height - 0.5 * sp_drop * sp_len),
+              0.5 * sp_len + 0.4 * vert.height + 8.0, spinous),
     ]
     tl = 16.0 if thoracic else tp_len
     for side in (-1.0, 1.0):

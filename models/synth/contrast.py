@@ -35,7 +35,7 @@ _BASE = {
     EPIFAT: (0.90, 0.70, 0.07),
     SKIN: (0.55, 0.42, 0.22),
     MUSCLE: (0.33, 0.19, 0.17),
-    VISCERA: (0.40, 0.34, 0.33),
+    VISCERA: (0.36, 0.24, 0.28),
     MARROW: (0.68, 0.44, 0.12),
     CORTEX: (0.05, 0.04, 0.03),
     CSF: (0.12, 1.00, 1.00),
@@ -45,7 +45,7 @@ _BASE = {
 }
 _WEIGHTING = {"T1": 0, "T2": 1, "STIR": 2}
 #: multiplicative texture amplitude per tissue
-_TEXTURE = {MARROW: 0.14, VISCERA: 0.45, MUSCLE: 0.12, FAT: 0.06, EPIFAT: 0.05, SKIN: 0.1}
+_TEXTURE = {MARROW: 0.14, VISCERA: 0.35, MUSCLE: 0.12, FAT: 0.06, EPIFAT: 0.05, SKIN: 0.1}
 
 
 def tissue_table(weighting: str, degenerations: list[float], rng: np.random.Generator
@@ -95,7 +95,7 @@ def bias_field(back_distance: np.ndarray, s: np.ndarray, s_centre: float,
                coeffs: np.ndarray) -> np.ndarray:
     """Receive-coil sensitivity: strongest at the back, falling off anteriorly and along z."""
     depth = np.clip(back_distance, 0.0, None)
-    gain = 0.42 + 0.78 * np.exp(-depth / coeffs[0])
+    gain = 0.22 + 0.98 * np.exp(-depth / coeffs[0])
     gain *= np.exp(-(((s - s_centre) / coeffs[1]) ** 2))
     return gain * (1.0 + coeffs[2] * np.tanh((s - s_centre) / 150.0))
 

@@ -7,12 +7,13 @@ study is reproducible byte for byte.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian
 
 from .series import SliceGeom
 
@@ -21,9 +22,11 @@ IMPLEMENTATION_UID = "1.2.826.0.1.3680043.10.1439.1"
 
 
 def make_uid(seed: int, *parts: object) -> str:
-    """Deterministic 2.25 UID from the seed and a path of names."""
-    return str(generate_uid(prefix=None,
-                            entropy_srcs=["lumbar-node-synth", str(seed), *map(str, parts)]))
+    """Deterministic 2.25 UID from the seed and a path of names (a 128-bit hash in the
+    UUID-derived form; pydicom's own 2.25 UIDs are random)."""
+    text = "/".join(["lumbar-node-synth", str(seed), *map(str, parts)])
+    digest = hashlib.sha256(text.encode()).digest()[:16]
+    return f"2.25.{int.from_bytes(digest, 'big')}"
 
 
 @dataclass(frozen=True)

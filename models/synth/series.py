@@ -162,10 +162,10 @@ def render(
     degen = [d.degeneration for d in anatomy.discs]
     tables = {w: tissue_table(w, degen, rng) for w in weightings}
     amp = texture_table()
-    bias_coeffs = np.array([rng.uniform(90.0, 140.0), rng.uniform(220.0, 320.0),
+    bias_coeffs = np.array([rng.uniform(70.0, 115.0), rng.uniform(220.0, 320.0),
                             rng.uniform(-0.12, 0.12)])
     s_centre = anatomy.canal.project(anatomy.vertebra("L3").centre)
-    sigma = rng.uniform(0.018, 0.03)
+    sigma = rng.uniform(0.022, 0.04)
     rows, cols = slices[0].rows, slices[0].cols
     images = {w: np.zeros((len(slices), rows, cols), np.float32) for w in weightings}
     labels = np.zeros((len(slices), rows, cols), np.uint16)

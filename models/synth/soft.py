@@ -53,11 +53,16 @@ def _background_painter(anatomy: Anatomy):
         r = np.sqrt((x / hab.half_width) ** 2 + ((vb - centre_v) / half_ap) ** 2)
         depth = (1 - r) * half_ap
         core = depth >= hab.fat
-        out[core & (vb < -(sa + 3.0)) & (np.abs(x) < 75.0)] = MUSCLE
-        out[core & (vb > front - 6) & (vb < front + 5) & (np.abs(x) < 45)] = FAT
+        # erector spinae + multifidus either side of the spinous processes, quadratus lumborum
+        back = hab.skin_posterior - hab.fat
+        half_v = 0.5 * (back - sa - 2.0) + 3.0
+        para = ((np.abs(x) - 20.0) / 34.0) ** 2 + ((vb + sa + 2.0 + half_v) / half_v) ** 2 < 1
+        ql = ((np.abs(x) - 62.0) / 20.0) ** 2 + ((vb + 8.0) / 14.0) ** 2 < 1
+        out[core & (vb < -(sa + 2.0) + 0.01 * x * x)] = FAT
+        out[core & (para | ql)] = MUSCLE
         grow = np.clip((s_l1 - s) / max(s_l1 - s_l5, 1.0), 0.3, 1.1)
-        psoas = (((np.abs(x) - (rx + 15.0)) / (14.0 * grow + 3.0)) ** 2
-                 + ((vb - (sa + E_ANT + ry)) / (12.0 * grow + 3.0)) ** 2) < 1
+        psoas = (((np.abs(x) - (rx + 10.0 + 6.0 * grow)) / (13.0 * grow + 4.0)) ** 2
+                 + ((vb - (sa + E_ANT + 1.2 * ry)) / (10.0 * grow + 4.0)) ** 2) < 1
         out[core & psoas] = MUSCLE
         aorta = ((x - 12.0) ** 2 + (vb - front - 13.0) ** 2 < 10.0**2) & (s > s_l4)
         ivc = ((x + 17.0) ** 2 + (vb - front - 12.0) ** 2 < 11.0**2) & (s > s_l5)
