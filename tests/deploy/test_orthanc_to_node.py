@@ -8,13 +8,14 @@ whose AE title the node does not list must be refused.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
 import pytest
 from deploy_files import DEPLOY, load_compose, read_env_file
-from dicom_samples import make_mr_series
+from dicom_samples import make_mr_series, make_result_sr
 from orthanc import Modality, OrthancServer, free_port, orthanc_binary, wait_until
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -145,3 +146,44 @@ def test_plain_dicom_to_a_tls_node_is_refused(
         pacs.upload(files)
         assert wait_store_job(pacs, study_uid)["State"] == "Failure"
     assert instances_of(sessions, study_uid) == 0
+
+
+def test_node_delivers_results_to_orthanc_which_keeps_them(
+    node: tuple[NodeConfig, sessionmaker], tmp_path: Path
+) -> None:
+    """The io worker's C-STORE with the compose settings (AE LUMBARNODE to ORTHANC): Orthanc
+    accepts it because orthanc.json declares the node, and does not route it back."""
+    from dicom_node.delivery.senders import DeliveryError, send_dimse
+
+    config, _ = node
+    source = pydicom.dcmread(make_mr_series(tmp_path / "s", slices=1)[0])
+    sr = make_result_sr(source, tmp_path / "sr.dcm")
+    (orthanc_dest,) = config.destinations
+    with pacs_for(config, tmp_path / "pacs", orthanc_dest.ae_title) as pacs:
+        local = dataclasses.replace(orthanc_dest, host="127.0.0.1", port=pacs.dicom_port)
+        assert send_dimse(config, local, [sr]) == 1
+        pacs.wait_routed(source.StudyInstanceUID, "is not a lumbar spine MR, skipped")
+        series = pacs.qido_series(source.StudyInstanceUID)
+        assert [s["0008103E"]["Value"][0] for s in series] == ["AI lumbar stenosis report"]
+        # Orthanc accepts the association (echo is open to all) but refuses the store
+        other = pydicom.dcmread(make_mr_series(tmp_path / "o", slices=1)[0])
+        other_sr = make_result_sr(other, tmp_path / "other_sr.dcm")
+        with pytest.raises(DeliveryError):
+            send_dimse(config.replace(ae_title="NOTDECLARED"), local, [other_sr])
+        assert pacs.study_id(other.StudyInstanceUID) is None
+
+
+def test_node_delivers_results_over_mutual_tls(
+    tls_node: tuple[NodeConfig, sessionmaker, TlsFiles], tmp_path: Path
+) -> None:
+    """With LUMBAR_NODE_TLS_CA set the node's C-STORE client speaks TLS to a TLS-only Orthanc."""
+    from dicom_node.delivery.senders import send_dimse
+
+    config, _, pacs_tls = tls_node
+    source = pydicom.dcmread(make_mr_series(tmp_path / "s", slices=1)[0])
+    sr = make_result_sr(source, tmp_path / "sr.dcm")
+    (orthanc_dest,) = config.destinations
+    with pacs_for(config, tmp_path / "pacs", orthanc_dest.ae_title, tls=pacs_tls) as pacs:
+        local = dataclasses.replace(orthanc_dest, host="127.0.0.1", port=pacs.dicom_port)
+        assert send_dimse(config, local, [sr]) == 1
+        assert pacs.qido_studies(StudyInstanceUID=source.StudyInstanceUID)
