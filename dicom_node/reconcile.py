@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node import audit, outbox
@@ -37,12 +37,21 @@ def reconcile(sessions: sessionmaker[Session], config: NodeConfig,
             Job.state == "running", Job.superseded_by.is_(None),
             or_(Job.heartbeat_at < stale, Job.heartbeat_at.is_(None)))))
         for job in stuck:
-            job.state = "queued"
+            job.state, job.heartbeat_at = "queued", now
             outbox.enqueue(session, PROCESS_STUDY, job_id=job.id)
             study = session.get(Study, job.study_id)
             audit.record(session, "job.requeued", study_uid=study.study_instance_uid if study
                          else None, actor="reconciler", job_id=job.id,
                          reason=f"running without heartbeat since before {stale.isoformat()}")
+            counts["jobs_requeued"] += 1
+        # queued long ago, never started: the broker lost the message (e.g. a Redis restart
+        # without persistence); the outbox row was dispatched, so publish it again
+        lost = session.scalars(_locked(session, select(Job).where(
+            Job.state == "queued", Job.superseded_by.is_(None),
+            func.coalesce(Job.heartbeat_at, Job.created_at) < stale)))
+        for job in lost:
+            job.heartbeat_at = now
+            outbox.enqueue(session, PROCESS_STUDY, job_id=job.id)
             counts["jobs_requeued"] += 1
         due = session.scalars(_locked(session, select(Delivery).where(
             Delivery.status == "pending", Delivery.next_attempt_at <= now)))

@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     if not queues or unknown:
         raise ValueError(f"--queues must name gpu and/or io, got {args.queues!r}")
     app = create_app(config, device=args.device, preload_models="gpu" in queues)
+    if "gpu" in queues and args.pool != "prefork":
+        app.lumbar_runtime.segmenter()  # type: ignore[attr-defined]  # load once, up front
     argv = ["worker", "-Q", args.queues, "-c", str(args.concurrency), "-P", args.pool,
             "--loglevel", args.loglevel, "--without-gossip", "--without-mingle"]
     if args.hostname:

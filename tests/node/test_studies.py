@@ -132,3 +132,20 @@ def test_reconciler_requeues_stuck_job(tmp_path, node_config, db_sessions):
     with sessions() as s:
         assert s.scalar(select(Job)).state == "queued"
         assert len(list(s.scalars(select(OutboxMessage)))) == 2
+
+
+def test_reconciler_republishes_job_the_broker_lost(tmp_path, node_config, db_sessions):
+    sessions = db_sessions
+    uid, files = write_study(tmp_path / "s")
+    _ingest(node_config, sessions, files)
+    close_due_studies(sessions, node_config, utcnow() + timedelta(seconds=1))
+    with sessions() as s, s.begin():
+        s.scalar(select(OutboxMessage)).dispatched_at = utcnow()
+    assert reconcile(sessions, node_config)["jobs_requeued"] == 0
+    later = utcnow() + timedelta(seconds=node_config.job_stale_seconds + 1)
+    assert reconcile(sessions, node_config, later)["jobs_requeued"] == 1
+    assert reconcile(sessions, node_config, later)["jobs_requeued"] == 0  # once per stale period
+    with sessions() as s:
+        pending = list(s.scalars(select(OutboxMessage).where(
+            OutboxMessage.dispatched_at.is_(None))))
+    assert len(pending) == 1 and pending[0].task_name == "lumbar.process_study"
