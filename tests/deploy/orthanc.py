@@ -105,11 +105,13 @@ def harness_config(
     stable_age: int = 2,
     extra_modalities: dict[str, Modality] | None = None,
     tls: TlsFiles | None = None,
+    users: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The shipped orthanc.json with the node's address injected and ports/storage made local.
 
     With `tls`, Orthanc's DICOM port speaks TLS only, requires a client certificate signed by
     `tls.ca`, and reaches the node over TLS (`UseDicomTls`) with the same certificate.
+    With `users`, HTTP needs one of these logins, as credentials.json sets it up in production.
     """
     config = load_deploy_config()
     node_entry = dict(config["DicomModalities"][NODE_MODALITY])
@@ -144,6 +146,8 @@ def harness_config(
         DicomModalities=modalities,
         ExecuteLuaEnabled=True,
     )
+    if users:
+        config.update(AuthenticationEnabled=True, RegisteredUsers=dict(users))
     return config
 
 
@@ -159,6 +163,7 @@ class OrthancServer:
         stable_age: int = 2,
         extra_modalities: dict[str, Modality] | None = None,
         tls: TlsFiles | None = None,
+        users: dict[str, str] | None = None,
     ) -> None:
         binary = orthanc_binary()
         if binary is None:
@@ -173,12 +178,13 @@ class OrthancServer:
         self.config = harness_config(
             self.workdir, destination=destination, http_port=self.http_port,
             dicom_port=self.dicom_port, aet=aet, stable_age=stable_age,
-            extra_modalities=extra_modalities, tls=tls,
+            extra_modalities=extra_modalities, tls=tls, users=users,
         )
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.dicomweb_url = f"{self.url}/dicom-web"
         self.log_path = self.workdir / "orthanc.log"
-        self.client = httpx.Client(base_url=self.url, timeout=10.0)
+        auth = next(iter(users.items())) if users else None
+        self.client = httpx.Client(base_url=self.url, timeout=10.0, auth=auth)
         self._process: subprocess.Popen[bytes] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -49,11 +49,12 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeConfig,
 
 
 def pacs_for(
-    node: NodeConfig, workdir: Path, aet: str, tls: TlsFiles | None = None
+    node: NodeConfig, workdir: Path, aet: str, tls: TlsFiles | None = None,
+    users: dict[str, str] | None = None,
 ) -> OrthancServer:
     return OrthancServer(
         workdir, destination=Modality(node.ae_title, "127.0.0.1", node.dimse_port), aet=aet,
-        stable_age=1, tls=tls,
+        stable_age=1, tls=tls, users=users,
     )
 
 
@@ -187,3 +188,24 @@ def test_node_delivers_results_over_mutual_tls(
         local = dataclasses.replace(orthanc_dest, host="127.0.0.1", port=pacs.dicom_port)
         assert send_dimse(config, local, [sr]) == 1
         assert pacs.qido_studies(StudyInstanceUID=source.StudyInstanceUID)
+
+
+def test_node_delivers_results_over_stow_rs_to_orthanc_with_a_login(
+    node: tuple[NodeConfig, sessionmaker], tmp_path: Path
+) -> None:
+    """A DICOMweb destination written as http://user:password@host:8042/dicom-web reaches an
+    Orthanc whose HTTP needs a login (credentials.json), as the guide tells PACS admins."""
+    from dicom_node.config import parse_destinations
+    from dicom_node.delivery.senders import DeliveryError, send_stow
+
+    config, _ = node
+    source = pydicom.dcmread(make_mr_series(tmp_path / "s", slices=1)[0])
+    sr = make_result_sr(source, tmp_path / "sr.dcm")
+    with pacs_for(config, tmp_path / "pacs", "ORTHANC", users={"node": "s3cret"}) as pacs:
+        base = f"127.0.0.1:{pacs.http_port}/dicom-web"
+        (dest,) = parse_destinations(f"http://node:s3cret@{base}")
+        assert send_stow(config, dest, [sr]) == 1
+        assert pacs.qido_studies(StudyInstanceUID=source.StudyInstanceUID)
+        (wrong,) = parse_destinations(f"http://node:wrong@{base}")
+        with pytest.raises(DeliveryError):
+            send_stow(config, wrong, [sr])
