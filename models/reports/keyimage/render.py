@@ -21,6 +21,8 @@ NOTICE: Final = "AI result \u2014 not for diagnosis without review"
 #: Image part is scaled to at least this many rows so that burned-in text stays legible.
 MIN_ROWS: Final = 512
 BANNER: Final = 44
+#: Distance of a vertebra's name from the front of its body, in key image pixels.
+NAME_GAP: Final = 34
 PANEL: Final = 470
 COLUMNS: Final = (
     ("Canal", CANAL, None),
@@ -67,8 +69,15 @@ def _resize(
     return image, np.asarray(lab)
 
 
-def _outline(rgb: np.ndarray, labels: np.ndarray) -> list[tuple[str, tuple[float, float]]]:
-    """Draws each structure's outline in its SEG colour; returns vertebra name positions."""
+def _outline(
+    rgb: np.ndarray, labels: np.ndarray, anterior_left: bool
+) -> list[tuple[str, tuple[float, float]]]:
+    """Draws each structure's outline in its SEG colour; returns vertebra name positions.
+
+    Names go just in front of the vertebral body, where they cover neither the canal nor
+    the discs: the vertebra label includes the posterior elements, so its centroid lies
+    on the canal.
+    """
     names: list[tuple[str, tuple[float, float]]] = []
     for kind in SEGMENT_KINDS:
         mask = labels == kind.label_value
@@ -78,9 +87,9 @@ def _outline(rgb: np.ndarray, labels: np.ndarray) -> list[tuple[str, tuple[float
         rgb[edge] = kind.rgb
         if kind.label_value in _VERTEBRA_NAMES:
             rows, cols = np.nonzero(mask)
-            names.append(
-                (_VERTEBRA_NAMES[kind.label_value], (float(cols.mean()), float(rows.mean())))
-            )
+            x = cols.min() - NAME_GAP if anterior_left else cols.max() + NAME_GAP
+            x = float(np.clip(x, NAME_GAP, rgb.shape[1] - NAME_GAP))
+            names.append((_VERTEBRA_NAMES[kind.label_value], (x, float(rows.mean()))))
     return names
 
 
@@ -138,15 +147,19 @@ def render(
     labels: np.ndarray | None,
     pixel_spacing: Sequence[float],
     findings: Sequence[Mapping],
+    anterior_left: bool = True,
 ) -> np.ndarray:
-    """RGB key image (rows, cols, 3) uint8 of one slice with its labels and the grades."""
+    """RGB key image (rows, cols, 3) uint8 of one slice with its labels and the grades.
+
+    ``anterior_left``: the patient's front is on the image's left (columns run posteriorly).
+    """
     if pixels.ndim != 2:
         raise ValueError(f"key image needs one 2-D slice, got shape {pixels.shape}")
     if labels is not None and labels.shape != pixels.shape:
         raise ValueError(f"labels {labels.shape} do not match the slice {pixels.shape}")
     image, lab = _resize(window(pixels), labels, pixel_spacing)
     rgb = np.asarray(image.convert("RGB")).copy()
-    names = _outline(rgb, lab) if lab is not None else []
+    names = _outline(rgb, lab, anterior_left) if lab is not None else []
     width = rgb.shape[1] + PANEL
     height = BANNER + max(rgb.shape[0], 330)
     canvas = Image.new("RGB", (width, height), (0, 0, 0))

@@ -61,7 +61,10 @@ def build_key_image(
             f"{(int(source.Rows), int(source.Columns))}"
         )
     iop = [float(v) for v in source.ImageOrientationPatient]
-    rgb = render(pixels, labels, [float(v) for v in source.PixelSpacing], findings)
+    # columns running posteriorly (+y in LPS) put the patient's front on the left
+    rgb = render(
+        pixels, labels, [float(v) for v in source.PixelSpacing], findings, anterior_left=iop[1] > 0
+    )
     sc = hd.sc.SCImage(
         pixel_array=rgb,
         photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
