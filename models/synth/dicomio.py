@@ -140,7 +140,7 @@ def build_dataset(
     acquisition_number: int,
     spacing_between: float,
     tim: Timing,
-    image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "M", "ND"),
+    image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "OTHER"),
 ) -> Dataset:
     """One MR Image Storage instance, explicit VR little endian, MONOCHROME2 uint16."""
     meta = FileMetaDataset()
@@ -219,7 +219,8 @@ def build_dataset(
 
 def _series_time(info: StudyInfo, series_number: int) -> str:
     h, m = int(info.study_time[:2]), int(info.study_time[2:4])
-    total = h * 3600 + m * 60 + 200 * series_number
+    order = series_number // 100 if series_number >= 100 else series_number
+    total = h * 3600 + m * 60 + 200 * order
     return f"{(total // 3600) % 24:02d}{(total // 60) % 60:02d}{total % 60:02d}"
 
 

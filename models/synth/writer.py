@@ -63,7 +63,7 @@ def write_series(
             geom=slices[pos], pixels=pixels[pos], sop_uid=sop,
             instance_number=int(order[pos]) + 1, acquisition_number=1,
             spacing_between=spacing_between, tim=tim,
-            image_type=image_types[pos] if image_types else ("ORIGINAL", "PRIMARY", "M", "ND"),
+            image_type=image_types[pos] if image_types else ("ORIGINAL", "PRIMARY", "OTHER"),
         )
         rel = f"dicom/{key}/IM{int(order[pos]) + 1:04d}.dcm"
         save(ds, out_dir / rel)
