@@ -128,9 +128,10 @@ def _read_nrrd(path: Path) -> np.ndarray:
     raw = path.read_bytes()
     header, _, data = raw.partition(b"\n\n")
     fields = dict(line.split(": ", 1) for line in header.decode().splitlines()[1:] if ": " in line)
-    assert fields["encoding"] == "gzip" and fields["type"] == "short"
+    dtype = {"short": "<i2", "unsigned char": "u1"}[fields["type"]]
+    assert fields["encoding"] == "gzip"
     sizes = [int(v) for v in fields["sizes"].split()]
-    return np.frombuffer(gzip.decompress(data), dtype="<i2").reshape(sizes[::-1])
+    return np.frombuffer(gzip.decompress(data), dtype=dtype).reshape(sizes[::-1])
 
 
 @pytest.mark.parametrize("labelmap", [False, True])
@@ -152,6 +153,22 @@ def test_seg_mask_equals_labels_voxel_for_voxel(study, tmp_path, labelmap):
         )[..., 0]
         np.testing.assert_array_equal(mask != 0, labels == kind.label_value, err_msg=kind.label)
     assert int(seg.NumberOfFrames) == (labels.shape[0] if labelmap else 12 * labels.shape[0])
+    if labelmap:  # dcmqi decodes a LABELMAP SEG into one image of segment numbers
+        result = _run(
+            str(BIN / "segimage2itkimage"),
+            "--inputDICOM",
+            str(out),
+            "--outputDirectory",
+            str(tmp_path),
+            "-t",
+            "nrrd",
+        )
+        assert result.returncode == 0, result.stderr
+        decoded = _read_nrrd(tmp_path / "1.nrrd")
+        for kind in SEGMENT_KINDS:
+            np.testing.assert_array_equal(
+                decoded == numbers[kind.label], labels == kind.label_value
+            )
 
 
 def test_seg_segments_are_coded_and_coloured(study):
