@@ -21,10 +21,15 @@ def send_dimse(config: NodeConfig, dest: Destination, files: list[Path]) -> int:
     datasets = [pydicom.dcmread(f) for f in files]
     ae = AE(ae_title=config.ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-    contexts = {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets}
-    for sop_class, syntax in sorted(contexts):
-        ae.add_requested_context(sop_class, list(dict.fromkeys(
-            [syntax, ExplicitVRLittleEndian, ImplicitVRLittleEndian])))
+    # each stored encoding in its own context, plus an uncompressed fallback per SOP class:
+    # many PACS take no RLE/JPEG, and then the object is decompressed before sending
+    native = {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets}
+    uncompressed = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+    for sop_class, syntax in sorted(native):
+        if syntax not in uncompressed:
+            ae.add_requested_context(sop_class, [syntax])
+    for sop_class in sorted({c for c, _ in native}):
+        ae.add_requested_context(sop_class, uncompressed)
     tls = client_context(config)
     assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title,
                          tls_args=(tls, dest.host) if tls else None)
@@ -32,7 +37,12 @@ def send_dimse(config: NodeConfig, dest: Destination, files: list[Path]) -> int:
         why = "rejected" if assoc.is_rejected else "aborted or unreachable"
         raise DeliveryError(f"association with {dest.label} {why}")
     try:
+        accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+                    for cx in assoc.accepted_contexts}
         for ds in datasets:
+            key = (str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID))
+            if key not in accepted and ds.file_meta.TransferSyntaxUID.is_compressed:
+                ds.decompress(generate_instance_uid=False)  # keep the UID the KO/SR cite
             status = assoc.send_c_store(ds)
             code = int(status.get("Status", -1)) if status else -1
             if code not in (0x0000, 0xB000, 0xB007, 0xB006):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+import pydicom
 import pytest
 from nodekit import Storescp, free_port, write_study
 from sqlalchemy import select
@@ -139,3 +140,27 @@ def test_stow_out_to_another_node(tmp_path, node_config, sessions):
             assert "401" in s.get(Delivery, failing).last_error
     finally:
         receiver.stop()
+
+
+def test_compressed_result_decompressed_for_a_pacs_without_rle(tmp_path, node_config,
+                                                               sessions):
+    from pydicom.uid import RLELossless
+
+    from dicom_node.delivery.senders import send_dimse
+
+    _, files = write_study(tmp_path / "study", roles=("sag_t2",), n=2)
+    ds = pydicom.dcmread(files[0])
+    ds.compress(RLELossless, generate_instance_uid=False)
+    rle = tmp_path / "rle.dcm"
+    ds.save_as(rle, enforce_file_format=True)
+    port = free_port()
+    pacs = Storescp(tmp_path / "pacs", port)  # dcmtk storescp accepts no RLE by default
+    try:
+        assert send_dimse(node_config, parse_destinations(f"PACS@127.0.0.1:{port}")[0],
+                          [rle, files[1]]) == 2
+        received = {pydicom.dcmread(p).SOPInstanceUID: p for p in pacs.files()}
+    finally:
+        pacs.stop()
+    got = pydicom.dcmread(received[ds.SOPInstanceUID])  # same UID: references stay valid
+    assert got.file_meta.TransferSyntaxUID != RLELossless
+    assert got.pixel_array.tobytes() == pydicom.dcmread(files[0]).pixel_array.tobytes()
