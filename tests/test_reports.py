@@ -361,3 +361,14 @@ def test_findings_as_the_grader_leaves_them(study, tmp_path):
     if shutil.which("dciodvfy"):
         result = _run("dciodvfy", "-new", str(out["sr"]))
         assert not [x for x in result.stderr.splitlines() if x.startswith("Error")]
+
+
+def test_without_labels_there_is_no_seg_and_no_segment_reference(study, tmp_path):
+    anatomy = study["anatomy"]
+    bare = type(anatomy)(study_instance_uid=STUDY_UID, volumes=anatomy.volumes)
+    out = write_results(study["findings"], bare, study["files"], tmp_path)
+    assert set(out) == {"sr", "keyimage", "ko"}
+    sr = pydicom.dcmread(out["sr"])
+    assert "1.2.840.10008.5.1.4.1.1.66.4" not in str(sr)  # Segmentation Storage
+    groups = hd.sr.srread(out["sr"]).content.get_planar_roi_measurement_groups()
+    assert len(groups) == 25
