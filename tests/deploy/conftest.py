@@ -15,7 +15,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from orthanc import OrthancServer, StoreSCP, orthanc_binary
+from dcmtk_peers import StoreSCP
+from orthanc import OrthancServer, orthanc_binary
 
 
 @pytest.fixture(scope="module")

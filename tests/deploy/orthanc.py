@@ -1,12 +1,12 @@
-"""A real PACS on loopback for tests: Debian's Orthanc, dcmtk's storescp and storescu.
+"""A real PACS on loopback for tests: Debian's Orthanc with the shipped configuration.
 
 Orthanc is started with the production configuration (`deploy/orthanc/orthanc.json`) and the
 production routing script (`deploy/orthanc/autoroute.lua`); only what a test must change is
 overridden (ports, storage, plugin path, stable age, where the node lives). That way a test
 failure means the shipped PACS configuration is wrong, not a test copy of it.
 
-The node's end of the link is any DICOM storage SCP: `StoreSCP` (dcmtk) stands in for it here,
-and an end-to-end test passes the real node's AE/host/port as `destination` instead.
+The node's end of the link is any DICOM storage SCP: `dcmtk_peers.StoreSCP` stands in for it
+here, and an end-to-end test passes the real node's AE/host/port as `destination` instead.
 
 Reuse from another test folder::
 
@@ -23,14 +23,12 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import pydicom
-import pydicom.errors
 from tls_certs import TlsFiles
 
 REPO = Path(__file__).resolve().parents[2]
@@ -330,88 +328,3 @@ def split_multipart(content_type: str, body: bytes) -> list[bytes]:
         _, _, payload = chunk.partition(b"\r\n\r\n")
         parts.append(payload.removesuffix(b"\r\n"))
     return parts
-
-
-class StoreSCP:
-    """dcmtk storescp writing what it receives into a folder: stands in for the node."""
-
-    def __init__(self, workdir: Path, aet: str = "LUMBARNODE") -> None:
-        if shutil.which("storescp") is None:
-            raise FileNotFoundError("dcmtk storescp is not installed")
-        self.aet = aet
-        self.port = free_port()
-        self.workdir = Path(workdir)
-        self.out_dir = self.workdir / "received"
-        self.log_path = self.workdir / "storescp.log"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def modality(self) -> Modality:
-        return Modality(self.aet, "127.0.0.1", self.port)
-
-    def start(self, timeout: float = 10.0) -> StoreSCP:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                ["storescp", "--aetitle", self.aet, "--output-directory", str(self.out_dir),
-                 "--accept-all", str(self.port)],
-                stdout=log, stderr=subprocess.STDOUT,
-            )
-        def listening() -> bool:
-            if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(f"storescp exited early:\n{self.log_path.read_text()}")
-            return port_open(self.port)
-
-        try:
-            wait_until(listening, timeout, "storescp to listen")
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-    def __enter__(self) -> StoreSCP:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def received(self) -> list[Path]:
-        """Files storescp wrote (it names each by modality prefix + SOP Instance UID)."""
-        return sorted(p for p in self.out_dir.iterdir() if p.is_file())
-
-    def received_uids(self) -> set[str]:
-        """SOP Instance UIDs of the files received so far (one being written is skipped)."""
-        uids = set()
-        for path in self.received():
-            try:
-                uids.add(str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID))
-            except (OSError, AttributeError, pydicom.errors.InvalidDicomError):
-                continue
-        return uids
-
-
-def sop_uids(paths: Iterable[Path]) -> set[str]:
-    return {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in paths}
-
-
-def store_scu(
-    files: Sequence[Path], *, host: str, port: int, called_aet: str, calling_aet: str
-) -> subprocess.CompletedProcess[str]:
-    """Send files with dcmtk storescu, proposing only the SOP classes the files need."""
-    if not files:
-        raise ValueError("store_scu needs at least one file")
-    return subprocess.run(
-        ["storescu", "--required", "--aetitle", calling_aet, "--call", called_aet,
-         host, str(port), *map(str, files)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from dcmtk_peers import StoreSCP, sop_uids, store_scu
 from dicom_samples import NODE_MANUFACTURER, make_mr_series, make_result_sr
-from orthanc import OrthancServer, StoreSCP, sop_uids, store_scu, wait_until
+from orthanc import OrthancServer, wait_until
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,8 @@ from typing import Any
 
 import pydicom
 import pytest
-from orthanc import OrthancServer, StoreSCP, sop_uids, wait_until
+from dcmtk_peers import StoreSCP, sop_uids
+from orthanc import OrthancServer, wait_until
 
 if importlib.util.find_spec("models.synth") is None:
     pytest.skip("models.synth is not available", allow_module_level=True)
