@@ -142,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.loglevel.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # pynetdicom logs every request at INFO; the node audits them itself
+    logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, logging.getLogger().level))
     config = load_config(toml_path=Path(args.config) if args.config else None)
     if args.upgrade_db:
         from dicom_node.db import migrate

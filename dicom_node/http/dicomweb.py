@@ -120,8 +120,7 @@ def metadata(rows: list[Instance], base_url: str) -> list[dict]:
         has_pixels = "PixelData" in ds
         if has_pixels:
             del ds.PixelData
-        item = ds.to_json_dict(bulk_data_threshold=4096,
-                               bulk_data_element_handler=lambda _el: "")
+        item = ds.to_json_dict(bulk_data_threshold=1 << 30)  # all inline but the pixels
         if has_pixels:
             uri = (f"{base_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
                    f"/instances/{ds.SOPInstanceUID}/frames/"
