@@ -89,6 +89,10 @@ def test_orthanc_mounts_the_shipped_config(compose: dict) -> None:
     orthanc = json.loads((DEPLOY / "orthanc" / "orthanc.json").read_text())
     volumes = compose["services"]["orthanc"]["volumes"]
     assert "./orthanc:/etc/orthanc:ro" in volumes
+    # jodogne/orthanc-plugins keeps its plugins (DICOMweb among them) here; Debian's package
+    # in /usr/share/orthanc/plugins. Orthanc logs and skips a plugin folder that is missing.
+    assert compose["services"]["orthanc"]["image"].startswith("jodogne/orthanc-plugins:")
+    assert "/usr/local/share/orthanc/plugins" in orthanc["Plugins"]
     (script,) = orthanc["LuaScripts"]
     assert script.startswith("/etc/orthanc/")
     assert (DEPLOY / "orthanc" / script.removeprefix("/etc/orthanc/")).is_file()
