@@ -2,12 +2,14 @@
 
 Each group names the level (finding site, with laterality where sided), the condition
 (finding type), the grade (Severity, a CODE qualitative evaluation), the probability of that
-grade and the level's measurements as NUMs. Its region is the disc segment of the SEG when
-there is one (TID 1411, whole segment), else the ROI box on its slice (TID 1410). The NUMs
-carry their own SCOORDs (the ROI box for the probability, the measurement line for a
-distance) so that OHIF, which draws only image coordinates, shows every group.
-The grade also goes into the tracking identifier text because OHIF does not show CODE
-evaluations as labels.
+grade and the level's measurements as NUMs.
+
+The group's region is the ROI box on its slice (TID 1410, a SCOORD that OHIF draws). TID
+1410 allows an image region or a segment, not both, so the disc segment of the SEG is
+referenced from the probability NUM as its source (an IMAGE item with the segment number).
+Without an ROI the region is the disc segment (TID 1411); without either, the group is a
+TID 1501 group whose NUMs carry their measurement lines as SCOORDs. The grade also goes into
+the tracking identifier text because OHIF does not show CODE evaluations as labels.
 """
 
 from __future__ import annotations
@@ -51,7 +53,10 @@ def validate_finding(finding: Mapping) -> str:
             raise ValueError(f"{key}: grade {finding.get('grade')!r} is not one of {GRADES}")
         probabilities = finding.get("probabilities")
         if probabilities is not None:
-            p = np.asarray(probabilities, dtype=np.float64)
+            try:
+                p = np.asarray(probabilities, dtype=np.float64)
+            except (TypeError, ValueError):
+                p = np.full(1, np.nan)
             if p.shape != (3,) or not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
                 raise ValueError(
                     f"{key}: probabilities {probabilities!r} are not 3 values in [0, 1]"

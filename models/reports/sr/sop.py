@@ -32,7 +32,8 @@ def build_sr(
     series_number: int = 9001,
     contributing_equipment: Sequence[hd.ContributingEquipment] | None = None,
 ) -> hd.sr.Comprehensive3DSR:
-    """TID 1500 report of the 25 findings (one group each, RSNA column order).
+    """TID 1500 report of the 25 findings: one group each, in RSNA column order except
+    that a group with every NUM leads (see :func:`_complete_first`).
 
     ``headers`` maps SOPInstanceUID -> source dataset (pixel data not needed) for every
     instance a finding or measurement points to; ``segs`` are the SEGs to reference.
