@@ -82,3 +82,25 @@ def test_temperature_scaling_improves_validation_loss():
     assert t > 1.5
     assert nll(logits[300:], y[300:], t) < nll(logits[300:], y[300:], 1.0) - 0.3
     assert np.argmax(softmax(logits, t), 1).tolist() == np.argmax(logits, 1).tolist()
+
+
+def test_prior_offsets_undo_an_enriched_training_prior():
+    from models.grading.calibration import fit_temperature_bias
+
+    rng = np.random.default_rng(1)
+    n = 900
+    # validation at natural prevalence (mostly normal), logits from a model that learned a
+    # flat prior: the class evidence is right, the prior is not
+    y = rng.choice(3, n, p=[0.85, 0.1, 0.05])
+    logits = 1.5 * np.eye(3)[y] + rng.normal(0, 1.0, (n, 3))
+    t_only = fit_temperature(logits[:450], y[:450])
+    t, bias = fit_temperature_bias(logits[:450], y[:450])
+    assert bias[0] == 0.0 and bias[1] < 0 and bias[2] < 0
+    from models.grading.calibration import apply_calibration
+
+    def held_out(p):
+        w = np.asarray([1.0, 2.0, 4.0])[y[450:]]
+        return float(np.sum(-w * np.log(p[np.arange(450), y[450:]])) / w.sum())
+
+    assert held_out(apply_calibration(logits[450:], t, bias)) < held_out(
+        softmax(logits[450:], t_only))

@@ -22,6 +22,7 @@ from lumbar_common.vocabulary import (
     LEVELS,
     SIDES,
     SUBARTICULAR,
+    finding_keys,
     rsna_key,
 )
 from models.grading.roi import (
@@ -47,6 +48,21 @@ CROP_SHAPES: dict[str, tuple[int, ...]] = {
 }
 #: a crop with less of it inside the series than this counts as missing
 MIN_COVERAGE = 0.5
+#: grade mix of enriched training studies: at natural prevalence a study has only two or
+#: three abnormal findings, so most of the (slow to generate) pixels would teach "normal"
+ENRICHED_MIX: tuple[float, float, float] = (0.45, 0.30, 0.25)
+
+
+def enriched_grades(seed: int) -> dict[str, str]:
+    """Deterministic per-seed grades with Moderate and Severe over-represented.
+
+    The network then sees enough abnormal anatomy; the shift in class prior is undone at
+    calibration time on validation studies drawn at natural prevalence.
+    """
+    rng = np.random.default_rng([seed, 7])
+    keys = [rsna_key(c, s, lv) for c, s, lv in finding_keys()]
+    draws = rng.choice(len(GRADES), size=len(keys), p=ENRICHED_MIX)
+    return {k: GRADES[int(g)] for k, g in zip(keys, draws, strict=True)}
 
 
 def _rotate(v: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
@@ -122,8 +138,11 @@ def study_samples(study_dir: Path, rng: np.random.Generator | None = None,
 
 
 def build_cache(cache_dir: Path, seeds: list[int], copies: int = 2,
-                keep_studies: bool = False) -> list[Path]:
-    """Generate each seed's study (if not cached), crop it, store ``<seed>.npz``."""
+                keep_studies: bool = True, enrich: bool = False) -> list[Path]:
+    """Generate each seed's study (if not cached), crop it, store ``<seed>.npz``.
+
+    Studies are kept by default so a change of crop geometry only re-crops them.
+    """
     from models.synth import generate_study
 
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -133,7 +152,7 @@ def build_cache(cache_dir: Path, seeds: list[int], copies: int = 2,
         if not out.exists():
             study = cache_dir / f"study_{seed}"
             if not (study / "truth.json").exists():
-                generate_study(study, seed)
+                generate_study(study, seed, grades=enriched_grades(seed) if enrich else None)
             samples = study_samples(study, np.random.default_rng(seed), copies)
             np.savez_compressed(out, **samples)
             if not keep_studies:

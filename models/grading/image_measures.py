@@ -102,6 +102,22 @@ FAT_LEVEL = 0.45
 FORAMEN_WINDOW_MM = (6.5, 9.5)
 #: T2 intensity above which a pixel reads as CSF / fat / root (not bone, ligament, disc)
 FLUID_LEVEL = 0.35
+#: radius (mm) of the lateral-recess window on the axial T2
+RECESS_RADIUS_MM = 4.0
+
+
+def recess_patency(crop: Crop) -> float:
+    """Fraction of the lateral recess window that is still fluid/fat-bright on the axial T2.
+
+    The window is a circle at the expected recess (crop centre) on the axial slice nearest
+    the disc plane. Facet and ligamentum flavum overgrowth fill the recess with T2-dark
+    tissue, so the fraction falls from ~0.3-0.8 (open, CSF and the traversing root around
+    fat) towards 0 (recess closed).
+    """
+    px = crop.array.shape[-1]
+    win = _ellipse(crop.field_mm, px, (0.0, 0.0), (RECESS_RADIUS_MM, RECESS_RADIUS_MM))
+    mid = crop.array.shape[0] // 2
+    return float((crop.array[mid][win] > FLUID_LEVEL).mean())
 
 
 def _ellipse(field_mm: float, px: int, centre_uv: tuple[float, float],
@@ -125,32 +141,3 @@ def foraminal_fat_fraction(crop: Crop) -> float:
     fractions = (crop.array[:, win] > FAT_LEVEL).mean(axis=1)
     mid = crop.array.shape[0] // 2
     return float(fractions[max(0, mid - 1):mid + 2].max())
-
-
-def recess_depth(crop: Crop) -> float:
-    """Antero-posterior depth (mm) of the open lateral recess on the axial T2.
-
-    In the axial crop (u = lateral, v = posterior, centred on the expected recess) the recess
-    is the fluid/fat-bright space between the disc margin in front and the facet and
-    ligamentum flavum behind. Its depth is the length of the bright run along v, taken at the
-    lateral position and slice where it is deepest within a few mm of the centre (the recess
-    is judged where it is least narrow, as a reader scrolls to it).
-    """
-    px = crop.array.shape[-1]
-    step = crop.field_mm / px
-    c = (px - 1) / 2
-    bright = crop.array > FLUID_LEVEL
-    half = int(round(3.0 / step))
-    best = 0.0
-    for k in range(bright.shape[0]):
-        for col in range(int(c) - half, int(c) + half + 2):
-            if not 0 <= col < px:
-                continue
-            line = bright[k, :, col]
-            runs, n = connected(line)
-            for r in range(1, n + 1):
-                idx = np.flatnonzero(runs == r)
-                # the run must pass within 4 mm of the expected recess centre
-                if np.min(np.abs(idx - c)) * step <= 4.0:
-                    best = max(best, len(idx) * step)
-    return float(best)

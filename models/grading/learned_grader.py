@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from lumbar_common.vocabulary import CANAL, FORAMEN, LEVELS, SUBARTICULAR
-from models.grading.calibration import softmax
+from models.grading.calibration import apply_calibration
 from models.grading.dataset import level_inputs
 from models.grading.roi import canal_crop, foramen_crop, subarticular_crop
 from models.study import StudyAnatomy
@@ -46,7 +46,7 @@ def resolve_device(device: str) -> str:
 class LearnedGrader:
     def __init__(self, net: object, checkpoint: dict, card: dict, device: str) -> None:
         self.net = net
-        self.temperatures: dict[str, float] = checkpoint.get("temperatures", {})
+        self.calibration: dict[str, dict] = checkpoint.get("calibration", {})
         self.card = card
         self.device = device
 
@@ -72,6 +72,10 @@ class LearnedGrader:
         net.load_state_dict(ckpt["state_dict"])
         net.to(dev).eval()
         return cls(net, ckpt, card, dev)
+
+    def _calibrated(self, logits: np.ndarray, group: str) -> np.ndarray:
+        c = self.calibration.get(group, {})
+        return apply_calibration(logits, c.get("temperature", 1.0), c.get("bias"))
 
     def logits(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         import torch
@@ -119,7 +123,7 @@ class LearnedGrader:
                     out[(condition, side)] = {
                         "reason": "no axial T2 slice through the disc level"}
                     continue
-                p = softmax(logits[i, j], self.temperatures.get(group, 1.0))
+                p = self._calibrated(logits[i, j], group)
                 if condition == CANAL:
                     crop = canal_crop(anatomy, level)
                 elif condition == FORAMEN:
@@ -132,8 +136,7 @@ class LearnedGrader:
                                  "slice": crop.slice_index,
                                  "corners_lps": np.round(crop.corners_lps, 2).tolist()}}
                 if condition == FORAMEN:
-                    q = softmax(lss_logits[i, 0 if side == "left" else 1],
-                                self.temperatures.get("lss", 1.0))
+                    q = self._calibrated(lss_logits[i, 0 if side == "left" else 1], "lss")
                     entry["lss_probabilities"] = [round(float(v), 4) for v in q]
                 out[(condition, side)] = entry
             result[name] = out

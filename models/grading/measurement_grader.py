@@ -8,7 +8,8 @@ Measurements:
 - canal: mid-sagittal AP diameter of the canal at the disc (pipeline measurement, else from
   the canal label), with the cross-sectional area from the labels reported beside it;
 - foramen: fraction of the foraminal window still filled with T1-bright perineural fat;
-- subarticular: depth of the CSF-bright lateral recess on the axial T2 at the disc.
+- subarticular: patency of the lateral recess (fluid/fat-bright fraction of a window there)
+  on the axial T2 slice nearest the disc plane.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class MeasurementGrader:
             self.thresholds = tomllib.load(fh)
         self.version = str(self.thresholds.get("version", "0"))
         for key in ((CANAL, "ap_diameter"), (FORAMEN, "fat_fraction"),
-                    (SUBARTICULAR, "recess_depth")):
+                    (SUBARTICULAR, "recess_patency")):
             t = self.thresholds.get(key[0], {}).get(key[1])
             if t is None:
                 raise ValueError(f"{path}: missing [{key[0]}.{key[1]}] thresholds")
@@ -133,7 +134,7 @@ class MeasurementGrader:
             return Grade(None, f"no axial T2 slice within reach of the {level.level} disc plane")
         if crop.coverage < 0.5:
             return Grade(None, f"{side} lateral recess at {level.level} outside the axial T2")
-        depth = im.recess_depth(crop)
-        m = {"name": "lateral_recess_depth", "value": round(depth, 2), "unit": "mm",
+        value = im.recess_patency(crop)
+        m = {"name": "lateral_recess_patency", "value": round(value, 3), "unit": "1",
              "series_instance_uid": crop.series_instance_uid, "slice": crop.slice_index}
-        return Grade(self._probs(SUBARTICULAR, "recess_depth", depth), None, [m], crop)
+        return Grade(self._probs(SUBARTICULAR, "recess_patency", value), None, [m], crop)

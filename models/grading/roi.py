@@ -73,12 +73,22 @@ def left_axis(level: LevelGeometry) -> np.ndarray:
     return _unit(np.cross(level.posterior_lps, level.cranial_lps))
 
 
+#: recent (array, scale) pairs: every crop of a series shares one scale, computed once
+_SCALES: list[tuple[np.ndarray, float]] = []
+
+
 def normalise_intensity(volume: Volume) -> float:
     """A robust intensity scale of a series (99.5th percentile), so crops are ~0..1."""
     arr = volume.array
+    for cached, scale in _SCALES:
+        if cached is arr:
+            return scale
     step = max(1, arr.size // 200_000)
     scale = float(np.percentile(arr.reshape(-1)[::step], 99.5))
-    return scale if scale > 0 else 1.0
+    scale = scale if scale > 0 else 1.0
+    _SCALES.insert(0, (arr, scale))
+    del _SCALES[8:]
+    return scale
 
 
 def sample_crop(volume: Volume, centre: np.ndarray, u: np.ndarray, v: np.ndarray,

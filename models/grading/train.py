@@ -1,10 +1,12 @@
 """``lumbar-node train grader``: fit the learned grader on synthetic studies.
 
-Studies are generated from consecutive seeds (``--seed`` .. ``--seed + --studies - 1``),
-split by study into training and validation (never by level: levels of one patient are
-correlated), trained with the RSNA class weights, then calibrated by temperature scaling on
-the validation split. Writes ``grader.pt`` and its model card ``grader.json``; the card's
-``summary`` states plainly that the training data is synthetic.
+Training studies come from consecutive seeds (``--seed`` .. ``--seed + --studies - 1``)
+with Moderate/Severe over-represented (:func:`models.grading.dataset.enriched_grades`);
+validation studies from ``--seed + 10000`` on, at the generator's natural prevalence. The
+split is by study, never by level (levels of one patient are correlated). Training uses the
+RSNA class weights; temperature and class-prior offsets are then fitted on validation.
+Writes ``grader.pt`` and its model card ``grader.json``; the card's ``summary`` states
+plainly that the training data is synthetic.
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ _KEYS = (("spinal_canal_stenosis", None), ("neural_foraminal_narrowing", "left")
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="weights folder (models/weights)")
-    parser.add_argument("--studies", type=int, default=240, help="synthetic studies to generate")
+    parser.add_argument("--studies", type=int, default=120,
+                        help="training studies (enriched grades)")
+    parser.add_argument("--val-studies", type=int, default=30,
+                        help="validation studies (natural prevalence), used for calibration")
     parser.add_argument("--seed", type=int, default=1000, help="first study seed")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch", type=int, default=48)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--copies", type=int, default=2,
                         help="geometry draws per level (the first exact, others jittered)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "grader",
@@ -46,15 +50,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="parallel study generation")
 
 
-def _gen_one(args: tuple[str, int, int]) -> str:
+#: validation seeds start this far above the training seeds
+VAL_SEED_OFFSET = 10000
+
+
+def _gen_one(args: tuple[str, int, int, bool]) -> str:
     from models.grading.dataset import build_cache
 
-    cache, seed, copies = args
-    return str(build_cache(Path(cache), [seed], copies)[0])
+    cache, seed, copies, enrich = args
+    return str(build_cache(Path(cache), [seed], copies, enrich=enrich)[0])
 
 
-def _cache(cache: Path, seeds: list[int], copies: int, jobs: int) -> list[Path]:
-    todo = [(str(cache), s, copies) for s in seeds]
+def _cache(cache: Path, seeds: list[int], copies: int, jobs: int, enrich: bool) -> list[Path]:
+    todo = [(str(cache), s, copies, enrich) for s in seeds]
     if jobs > 1:
         from multiprocessing import get_context
 
@@ -125,9 +133,9 @@ def predict_logits(net, data: dict[str, np.ndarray], device: str,  # noqa: ANN00
 
 
 def score_split(data: dict[str, np.ndarray], logits: np.ndarray, lss_logits: np.ndarray,
-                temps: dict[str, float]) -> dict[str, float]:
-    """RSNA score (and LSS accuracy/macro-F1) of one split, with the given temperatures."""
-    from models.grading.calibration import softmax
+                calib: dict[str, dict]) -> dict[str, float]:
+    """RSNA score (and LSS accuracy/macro-F1) of one split, with the given calibration."""
+    from models.grading.calibration import apply_calibration
     from models.grading.metric import lss_scores, rsna_score
 
     truth: dict[str, dict[str, str]] = {}
@@ -138,8 +146,9 @@ def score_split(data: dict[str, np.ndarray], logits: np.ndarray, lss_logits: np.
         for j, (cond, side) in enumerate(_KEYS):
             key = rsna_key(cond, side, level)
             truth.setdefault(study, {})[key] = GRADES[int(data["y"][i, j])]
-            pred.setdefault(study, {})[key] = softmax(logits[i, j], temps.get(GROUPS[j], 1.0)
-                                                      ).tolist()
+            c = calib.get(GROUPS[j], {})
+            pred.setdefault(study, {})[key] = apply_calibration(
+                logits[i, j], c.get("temperature", 1.0), c.get("bias")).tolist()
     out = {k: round(v, 4) for k, v in rsna_score(truth, pred).items()}
     valid = data["y_lss"] >= 0
     if valid.any():
@@ -148,20 +157,25 @@ def score_split(data: dict[str, np.ndarray], logits: np.ndarray, lss_logits: np.
     return out
 
 
-def fit_temperatures(data: dict[str, np.ndarray], logits: np.ndarray,
-                     lss_logits: np.ndarray) -> dict[str, float]:
-    from models.grading.calibration import fit_temperature
+def fit_calibration(data: dict[str, np.ndarray], logits: np.ndarray,
+                    lss_logits: np.ndarray) -> dict[str, dict]:
+    """Per condition group: temperature and class-prior offsets fitted on validation."""
+    from models.grading.calibration import fit_temperature_bias
 
-    temps: dict[str, float] = {}
+    calib: dict[str, dict] = {}
+    t1 = data["presence"][:, 0] > 0
+    ax = data["presence"][:, 1] > 0
     for group in ("canal", "foramen", "subarticular"):
         cols = [j for j, g in enumerate(GROUPS) if g == group]
-        z = np.concatenate([logits[:, j] for j in cols])
-        y = np.concatenate([data["y"][:, j] for j in cols])
-        temps[group] = round(fit_temperature(z, y), 4)
-    valid = data["y_lss"] >= 0
-    temps["lss"] = round(fit_temperature(lss_logits[valid], data["y_lss"][valid],
-                                         weighted=False), 4)
-    return temps
+        ok = ax if group == "subarticular" else t1 if group == "foramen" else np.ones_like(t1)
+        z = np.concatenate([logits[ok, j] for j in cols])
+        y = np.concatenate([data["y"][ok, j] for j in cols])
+        temp, bias = fit_temperature_bias(z, y)
+        calib[group] = {"temperature": round(temp, 4), "bias": [round(b, 4) for b in bias]}
+    valid = (data["y_lss"] >= 0) & t1[:, None]
+    temp, bias = fit_temperature_bias(lss_logits[valid], data["y_lss"][valid], weighted=False)
+    calib["lss"] = {"temperature": round(temp, 4), "bias": [round(b, 4) for b in bias]}
+    return calib
 
 
 def run(args: argparse.Namespace) -> int:
@@ -172,22 +186,23 @@ def run(args: argparse.Namespace) -> int:
     from models.grading.learned import GraderNet
     from models.grading.learned_grader import MODEL_NAME, WEIGHTS_NAME, resolve_device
 
-    if args.studies < 5:
-        raise ValueError(f"--studies {args.studies}: need at least 5 studies to split")
+    if args.studies < 2 or args.val_studies < 1:
+        raise ValueError(f"--studies {args.studies} / --val-studies {args.val_studies}: need "
+                         "at least 2 training and 1 validation study")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     device = resolve_device(args.device)
     t0 = time.time()
     seeds = list(range(args.seed, args.seed + args.studies))
-    paths = _cache(args.cache, seeds, args.copies, args.jobs)
-    n_val = max(1, int(round(args.val_fraction * len(seeds))))
-    train_paths, val_paths = paths[:-n_val], paths[-n_val:]
-    train = _with_study(train_paths, load_cache)
-    val = _with_study(val_paths, load_cache, exact_only=True)
+    val_seeds = list(range(args.seed + VAL_SEED_OFFSET,
+                           args.seed + VAL_SEED_OFFSET + args.val_studies))
+    train = _with_study(_cache(args.cache, seeds, args.copies, args.jobs, True), load_cache)
+    val = _with_study(_cache(args.cache, val_seeds, args.copies, args.jobs, False), load_cache,
+                      exact_only=True)
     t_data = time.time() - t0
     print(f"data: {len(train['y'])} train / {len(val['y'])} val level samples "
-          f"from {len(seeds)} studies in {t_data:.0f}s", flush=True)
+          f"from {len(seeds)} + {len(val_seeds)} studies in {t_data:.0f}s", flush=True)
 
     net = GraderNet().to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -207,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         vl, vq = predict_logits(net, val, device)
         val_score = score_split(val, vl, vq, {})["score"]
         print(f"epoch {epoch + 1}/{args.epochs} loss {np.mean(losses):.4f} "
@@ -217,14 +232,14 @@ def run(args: argparse.Namespace) -> int:
     assert best is not None
     net.load_state_dict(best[1])
     vl, vq = predict_logits(net, val, device)
-    temps = fit_temperatures(val, vl, vq)
-    before, after = score_split(val, vl, vq, {}), score_split(val, vl, vq, temps)
+    calib = fit_calibration(val, vl, vq)
+    before, after = score_split(val, vl, vq, {}), score_split(val, vl, vq, calib)
     print(f"validation RSNA score {before['score']} -> {after['score']} calibrated "
-          f"(temperatures {temps})", flush=True)
+          f"({calib})", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     weights = args.out / WEIGHTS_NAME
     torch.save({"state_dict": best[1], "config": {"width": net.width},
-                "temperatures": temps}, weights)
+                "calibration": calib}, weights)
     card = {
         "summary": SUMMARY,
         "name": MODEL_NAME,
@@ -239,15 +254,19 @@ def run(args: argparse.Namespace) -> int:
         "weights": WEIGHTS_NAME,
         "sha256": "0" * 64,  # filled in by registry.write_card
         "training_data": {"source": "lumbar-node synth (synthetic studies only)",
-                          "seeds": [seeds[0], seeds[-1]], "studies": len(seeds),
+                          "seeds": [seeds[0], val_seeds[-1]],
+                          "studies": len(seeds) + len(val_seeds),
+                          "train_grades": "enriched (models.grading.dataset.enriched_grades)",
+                          "validation_grades": "generator's natural prevalence",
                           "level_samples": int(len(train["y"])), "copies_per_level": args.copies},
-        "split": {"train_seeds": [seeds[0], seeds[-n_val - 1]],
-                  "validation_seeds": [seeds[-n_val], seeds[-1]], "by": "study"},
+        "split": {"train": [seeds[0], seeds[-1]], "val": [val_seeds[0], val_seeds[-1]],
+                  "by": "study seed (ranges, inclusive)"},
         "metrics": {"validation_uncalibrated": before, "validation": after,
-                    "uniform_baseline_group_loss": round(float(np.log(3)), 4),
-                    "temperatures": temps},
+                    "uniform_baseline_group_loss": round(float(np.log(3)), 4)},
+        "calibration": calib,
         "command": (f"lumbar-node train grader --out {args.out} --studies {args.studies} "
-                    f"--seed {args.seed} --epochs {args.epochs} --copies {args.copies}"),
+                    f"--val-studies {args.val_studies} --seed {args.seed} "
+                    f"--epochs {args.epochs} --copies {args.copies}"),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "training_time_s": round(time.time() - t0, 1),
         "device": device,
@@ -271,3 +290,9 @@ def _with_study(paths: list[Path], loader, exact_only: bool = False  # noqa: ANN
             d = {k: v[keep] for k, v in d.items()}
         parts.append(d)
     return {k: np.concatenate([d[k] for d in parts]) for k in parts[0]}
+
+
+if __name__ == "__main__":
+    _parser = argparse.ArgumentParser(prog="python -m models.grading.train")
+    configure(_parser)
+    raise SystemExit(run(_parser.parse_args()))

@@ -1,0 +1,103 @@
+"""The learned grader: training end to end, registry checks, and its findings."""
+
+import json
+import shutil
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lumbar_common.vocabulary import FORAMEN, GRADES
+from models import registry
+from models.grading import grade_study
+from models.grading.learned_grader import LearnedGrader, LearnedUnavailable
+from models.grading.synthetic import load_synthetic
+
+SEED = 4243
+
+
+@pytest.fixture(scope="module")
+def study(request, tmp_path_factory) -> Path:
+    try:
+        factory = request.getfixturevalue("synth_study")
+        return Path(factory(seed=SEED))
+    except pytest.FixtureLookupError:
+        from models.synth import generate_study
+
+        out = tmp_path_factory.mktemp("learned") / "study"
+        generate_study(out, SEED)
+        return out
+
+
+@pytest.fixture(scope="module")
+def trained(study, tmp_path_factory) -> Path:
+    """A tiny model trained through the real command path on one cached study.
+
+    The same study stands in for two training and one validation seed (cache entries are
+    links), which is enough to exercise data, training, calibration and the card.
+    """
+    from models.grading import train
+
+    root = tmp_path_factory.mktemp("train")
+    cache = root / "cache"
+    cache.mkdir()
+    for seed in (7, 8, 7 + train.VAL_SEED_OFFSET):
+        (cache / f"study_{seed}").symlink_to(study)
+    out = root / "weights"
+    args = Namespace(out=out, studies=2, val_studies=1, seed=7, epochs=1, batch=16, lr=1e-3,
+                     copies=1, cache=cache, device="cpu", threads=1, jobs=1)
+    assert train.run(args) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_training_writes_a_registered_card(trained):
+    card = registry.load_card("grader", trained)
+    assert registry.verify("grader", trained).name == "grader.pt"
+    assert card["summary"].startswith("Trained on synthetic studies only")
+    assert list(json.loads((trained / "grader.json").read_text()))[0] == "summary"
+    assert card["split"]["train"] == [7, 8] and card["split"]["val"] == [10007, 10007]
+    assert set(card["calibration"]) == {"canal", "foramen", "subarticular", "lss"}
+    assert 0 < card["metrics"]["validation"]["score"] < 10
+
+
+@pytest.mark.slow
+def test_learned_findings_and_fallbacks(trained, study, monkeypatch):
+    monkeypatch.setenv("LUMBAR_NODE_WEIGHTS_DIR", str(trained))
+    anatomy, _ = load_synthetic(study)
+    findings, cards = grade_study(anatomy, "cpu")
+    assert cards["grader_learned"]["sha256"] == registry.load_card("grader", trained)["sha256"]
+    assert all(f["grader"] == "learned" and f["assessable"] for f in findings)
+    for f in findings:
+        assert f["grade"] == GRADES[int(np.argmax(f["probabilities"]))]
+        if f["condition"] == FORAMEN:
+            assert len(f["lss_probabilities"]) == 4
+            assert sum(f["lss_probabilities"]) == pytest.approx(1.0, abs=1e-3)
+        assert f["explanation"]["grader"] == "measurement"
+
+    # without a sagittal T1 the learned grader does not grade foramina (it never saw them
+    # without T1); the measurement grader cannot either, so they are not assessable
+    no_t1, _ = load_synthetic(study, roles=("sag_t2", "ax_t2"))
+    findings, _ = grade_study(no_t1, "cpu")
+    for f in findings:
+        if f["condition"] == FORAMEN:
+            assert not f["assessable"] and "sagittal T1" in f["reason"]
+        else:
+            assert f["grader"] == "learned"
+
+
+@pytest.mark.slow
+def test_tampered_weights_are_refused(trained, study, tmp_path, monkeypatch):
+    bad = tmp_path / "weights"
+    shutil.copytree(trained, bad)
+    with open(bad / "grader.pt", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(LearnedUnavailable, match="sha256"):
+        LearnedGrader.load("cpu", bad)
+    monkeypatch.setenv("LUMBAR_NODE_WEIGHTS_DIR", str(bad))
+    anatomy, _ = load_synthetic(study)
+    findings, cards = grade_study(anatomy, "cpu")
+    assert "grader_learned" not in cards
+    assert all(f["grader"] == "measurement" for f in findings)
+    assert all("sha256" in f["reason"] for f in findings)
