@@ -10,7 +10,9 @@ import subprocess
 import sys
 
 from nodekit import storescu, wait_for, wait_port, write_study
+from sqlalchemy import select
 
+from dicom_node.db.models import Study
 from workers.env import config_env
 
 
@@ -19,7 +21,8 @@ def _cli(env, *args, timeout=60):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_serve_process_receives_and_audit_tells_the_story(tmp_path, node_config):
+def test_serve_process_receives_and_audit_tells_the_story(tmp_path, node_config,
+                                                          sessions):
     env = {k: v for k, v in os.environ.items() if not k.startswith("LUMBAR_NODE_")}
     env.update(config_env(node_config.replace(scheduler_interval_seconds=0.2)))
     assert _cli(env, "db", "upgrade").returncode == 0
@@ -33,11 +36,12 @@ def test_serve_process_receives_and_audit_tells_the_story(tmp_path, node_config)
         assert storescu(node_config.dimse_port, files[:1], "INTRUDER").returncode != 0
 
         def closed():
-            out = _cli(env, "audit", "--study", uid, "--format", "json").stdout
-            rows = json.loads(out)
-            return rows if any(r["event_type"] == "study.closed" for r in rows) else None
+            with sessions() as s:
+                return s.scalar(select(Study.state).where(
+                    Study.study_instance_uid == uid)) == "queued"
 
-        rows = wait_for(closed, timeout=30, interval=0.5)
+        wait_for(closed, timeout=30)
+        rows = json.loads(_cli(env, "audit", "--study", uid, "--format", "json").stdout)
     finally:
         serve.terminate()
         output = serve.communicate(timeout=20)[0]
