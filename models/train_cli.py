@@ -29,9 +29,16 @@ def _configure_segmentation(parser: argparse.ArgumentParser) -> None:
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="model", required=True, metavar="MODEL")
     _configure_segmentation(sub.add_parser("segmentation", help="slice-wise 2-D segmentation"))
-    grader = sub.add_parser("grader", help="learned stenosis grader (models.grading.train)",
-                            add_help=False)
-    grader.add_argument("grader_args", nargs=argparse.REMAINDER)
+    try:  # the grader's own options (a REMAINDER positional cannot take leading --options)
+        grading_train = importlib.import_module("models.grading.train")
+    except ImportError:
+        grading_train = None
+    if grading_train is not None:
+        grading_train.configure(sub.add_parser("grader", help="learned stenosis grader"))
+    else:
+        grader = sub.add_parser("grader", help="learned stenosis grader (models.grading.train)",
+                                add_help=False)
+        grader.add_argument("grader_args", nargs=argparse.REMAINDER)
 
 
 def _run_grader(args: argparse.Namespace) -> int:
@@ -40,6 +47,8 @@ def _run_grader(args: argparse.Namespace) -> int:
     except ImportError as error:
         print(f"grader training is not available: {error}", file=sys.stderr)
         return 2
+    if not hasattr(args, "grader_args"):
+        return int(module.run(args) or 0)
     parser = argparse.ArgumentParser(prog="lumbar-node train grader")
     module.configure(parser)
     return int(module.run(parser.parse_args(args.grader_args)) or 0)
