@@ -14,7 +14,7 @@ from lumbar_common.vocabulary import SPIDER_CANAL
 from models.reports.equipment import algorithm_from_models, contributing_equipment, node_algorithm
 from models.reports.keyimage import build_key_image, build_kos
 from models.reports.seg import build_seg
-from models.reports.sr import build_sr
+from models.reports.sr import build_sr, check_findings
 from models.reports.uids import model_versions, result_uid
 from models.study import StudyAnatomy, Volume
 
@@ -66,22 +66,21 @@ def write_results(
         raise ValueError(
             f"findings are for study {study_uid!r}, anatomy for {anatomy.study_instance_uid!r}"
         )
+    check_findings(findings)
     models = findings.get("models") or {}
     versions = model_versions(models)
     equipment = contributing_equipment(models, study_uid)
     headers = SourceHeaders(source_files)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
 
     def uid(kind: str) -> str:
         return result_uid(study_uid, versions, kind)
 
-    written: dict[str, Path] = {}
-    segs: list[Dataset] = []
+    # everything is built before anything is written: bad input leaves no partial results
+    objects: dict[str, Dataset] = {}
     if anatomy.labels is not None:
         volume = _labels_volume(anatomy)
         role = anatomy.labels_role
-        seg = build_seg(
+        objects[f"seg_{role}"] = build_seg(
             [headers[sop] for sop in volume.sop_instance_uids],
             anatomy.labels,
             algorithm_from_models(models, "segmentation"),
@@ -90,21 +89,17 @@ def write_results(
             labelmap=labelmap,
             contributing_equipment=equipment,
         )
-        written[f"seg_{role}"] = _save(seg, out_dir / f"seg_{role}.dcm")
-        segs.append(seg)
-    volumes = [*anatomy.volumes.values(), *anatomy.axial_stacks]
-    sr = build_sr(
+    objects["sr"] = build_sr(
         findings,
-        volumes,
+        [*anatomy.volumes.values(), *anatomy.axial_stacks],
         headers,
-        segs=segs,
+        segs=list(objects.values()),
         series_instance_uid=uid("sr/series"),
         sop_instance_uid=uid("sr/instance"),
         contributing_equipment=equipment,
     )
-    written["sr"] = _save(sr, out_dir / "sr.dcm")
     volume, index, labels = _key_slice(anatomy)
-    key = build_key_image(
+    objects["keyimage"] = build_key_image(
         headers[volume.sop_instance_uids[index]],
         volume.array[index],
         labels,
@@ -113,15 +108,15 @@ def write_results(
         sop_instance_uid=uid("keyimage/instance"),
         contributing_equipment=equipment,
     )
-    written["keyimage"] = _save(key, out_dir / "keyimage.dcm")
-    kos = build_kos(
-        key,
+    objects["ko"] = build_kos(
+        objects["keyimage"],
         node_algorithm(models),
         series_instance_uid=uid("ko/series"),
         sop_instance_uid=uid("ko/instance"),
     )
-    written["ko"] = _save(kos, out_dir / "ko.dcm")
-    return written
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return {name: _save(ds, out_dir / f"{name}.dcm") for name, ds in objects.items()}
 
 
 def _labels_volume(anatomy: StudyAnatomy) -> Volume:

@@ -38,16 +38,10 @@ def build_sr(
     ``headers`` maps SOPInstanceUID -> source dataset (pixel data not needed) for every
     instance a finding or measurement points to; ``segs`` are the SEGs to reference.
     """
-    if findings.get("status") not in ("complete", "partial"):
-        raise ValueError(f"no SR for a study with status {findings.get('status')!r}")
+    by_key, levels = check_findings(findings)
     models = findings.get("models") or {}
     study_uid = str(findings.get("study_instance_uid") or "")
     versions = model_versions(models)
-    by_key = _findings_by_key(findings.get("findings") or [])
-    levels = {str(rec.get("level")): rec for rec in findings.get("levels") or []}
-    unknown = set(levels) - set(LEVELS)
-    if unknown:
-        raise ValueError(f"findings['levels'] has unknown levels {sorted(unknown)}")
     names = measurement_names(list(levels.values()))
     locator = SliceLocator(volumes, headers)
     disc_segments = _disc_segments(segs)
@@ -100,6 +94,18 @@ def build_sr(
     sr.SeriesDescription = SERIES_DESCRIPTION
     sr.CodingSchemeIdentificationSequence = [coding_scheme_identification()]
     return sr
+
+
+def check_findings(findings: Mapping) -> tuple[dict[str, Mapping], dict[str, Mapping]]:
+    """Validates findings.json for an SR; returns findings by RSNA key and levels by name."""
+    if findings.get("status") not in ("complete", "partial"):
+        raise ValueError(f"no SR for a study with status {findings.get('status')!r}")
+    by_key = _findings_by_key(findings.get("findings") or [])
+    levels = {str(rec.get("level")): rec for rec in findings.get("levels") or []}
+    unknown = set(levels) - set(LEVELS)
+    if unknown:
+        raise ValueError(f"findings['levels'] has unknown levels {sorted(unknown)}")
+    return by_key, levels
 
 
 def _complete_first(groups: list[Dataset]) -> list[Dataset]:
