@@ -27,6 +27,8 @@ from orthanc import Modality, OrthancServer, free_port, orthanc_binary, port_ope
 
 from dicom_node.tasks import PROCESS_STUDY
 
+pytestmark = pytest.mark.slow
+
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 VENV_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"

@@ -23,6 +23,8 @@ from deploy_files import DEPLOY, REPO, dockerfile_instructions, load_compose, re
 from orthanc import free_port, wait_until
 from tls_certs import issue, make_ca
 
+pytestmark = pytest.mark.slow
+
 REDIS_URL = "redis://127.0.0.1:6379/0"
 NODE_DOCKERFILE = DEPLOY / "docker" / "node.Dockerfile"
 VENV_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"

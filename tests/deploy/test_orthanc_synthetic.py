@@ -16,6 +16,8 @@ import pytest
 from dcmtk_peers import StoreSCP, sop_uids
 from orthanc import OrthancServer, wait_until
 
+pytestmark = pytest.mark.slow
+
 if importlib.util.find_spec("models.synth") is None:
     pytest.skip("models.synth is not available", allow_module_level=True)
 
