@@ -27,6 +27,9 @@ def study_files(study_dir: Path) -> list[Path]:
     return sorted(p for p in study_dir.rglob("*") if p.is_file() and p.suffix.lower() not in skip)
 
 
+_SHORT = {"Normal/Mild": "normal", "Moderate": "moderate", "Severe": "SEVERE"}
+
+
 def _measure(level: dict, name: str) -> str:
     for m in level.get("measurements", []):
         if m["name"] == name:
@@ -43,10 +46,10 @@ def format_table(findings: dict) -> str:
     grades: dict[str, dict[str, str]] = {}
     for f in findings.get("findings", []):
         key = f["condition"].split("_")[0] + (f"_{f['side'][0].upper()}" if f.get("side") else "")
-        grades.setdefault(f["level"], {})[key] = (f["grade"] or "n/a") if f.get("assessable") \
-            else "n/a"
+        grades.setdefault(f["level"], {})[key] = _SHORT.get(f["grade"], "n/a") if f.get(
+            "assessable") else "n/a"
     header = (f"{'level':<6} {'canal AP':>8} {'disc a/p':>11} {'listh':>6}  "
-              f"{'canal':<11} {'foramen L/R':<23} {'subart L/R':<23}")
+              f"{'canal':<11} {'foramen L / R':<21} {'subarticular L / R':<21}")
     lines += [header, "-" * len(header)]
     for level in findings.get("levels", []):
         g = grades.get(level["level"], {})
@@ -55,8 +58,8 @@ def format_table(findings: dict) -> str:
         lines.append(
             f"{level['level']:<6} {_measure(level, 'canal_ap_diameter'):>8} {disc:>11} "
             f"{_measure(level, 'anterolisthesis'):>6}  {g.get('spinal', '-'):<11} "
-            f"{g.get('neural_L', '-') + '/' + g.get('neural_R', '-'):<23} "
-            f"{g.get('subarticular_L', '-') + '/' + g.get('subarticular_R', '-'):<23}")
+            f"{g.get('neural_L', '-') + ' / ' + g.get('neural_R', '-'):<21} "
+            f"{g.get('subarticular_L', '-') + ' / ' + g.get('subarticular_R', '-'):<21}")
     labelling = findings.get("level_labelling", {})
     if labelling.get("ambiguous"):
         lines.append("level labelling AMBIGUOUS: " + "; ".join(labelling.get("warnings", [])))

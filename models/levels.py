@@ -17,6 +17,7 @@ from scipy import ndimage
 from lumbar_common.vocabulary import (
     LEVELS,
     SPIDER_CANAL,
+    SPIDER_DISC_OFFSET,
     SPIDER_PARTIAL_OFFSET,
     SPIDER_SACRUM,
     spider_disc_label,
@@ -65,6 +66,22 @@ class LevelLabelling:
         """The ``level_labelling`` object of findings.json."""
         return {"anchor": self.anchor, "ambiguous": self.ambiguous,
                 "warnings": list(self.warnings)}
+
+
+def semantic_from_labels(labels: np.ndarray) -> np.ndarray:
+    """SPIDER instance labels to the network's semantic classes (0 bg, 1 bone, 2 disc, 3 canal).
+
+    The inverse direction of :func:`label_levels`; it turns reference annotations (SPIDER,
+    the synthetic generator) into what the segmentation network produces.
+    """
+    values = np.asarray(labels)
+    semantic = np.zeros(values.shape, np.uint8)
+    bone = ((values >= 1) & (values < SPIDER_CANAL)) | (
+        (values > SPIDER_CANAL) & (values < SPIDER_DISC_OFFSET))
+    semantic[bone] = VERTEBRA
+    semantic[values > SPIDER_DISC_OFFSET] = DISC
+    semantic[values == SPIDER_CANAL] = CANAL
+    return semantic
 
 
 def _voxel_lps(volume: Volume, mask: np.ndarray) -> np.ndarray:

@@ -17,9 +17,11 @@ from models.study import LevelGeometry, Volume
 
 #: sampling step along a caliper ray (mm)
 STEP_MM = 0.05
-#: anterior/posterior disc heights are taken this fraction of the disc's AP depth inside its
-#: edges (85 % of the half depth from the centre), clear of the rounded rims
-DISC_HEIGHT_INSET = 0.075
+#: anterior/posterior disc heights are reported at this fraction of the half depth from the
+#: disc centre, from endplate lines fitted over the central part (rims are rounded)
+DISC_HEIGHT_AT = 0.85
+#: the endplate lines are fitted between these fractions of the half depth
+DISC_FIT_RANGE = 0.7
 #: the endplate corners for listhesis are taken this far (mm) beyond the disc surface
 CORNER_OFFSET_MM = 2.0
 
@@ -90,6 +92,72 @@ class _Caliper:
                 "points_lps": [np.round(a, 3).tolist(), np.round(b, 3).tolist()], **extra}
 
 
+def _canal_ap(volume: Volume, canal: np.ndarray, geom: LevelGeometry) -> dict | None:
+    """Canal AP diameter at the disc, at the canal's midline.
+
+    Sagittal slices are 3-4 mm apart, so the nearest slice may cut the oval sac off its
+    midline and under-measure. The AP diameter is taken on up to three slices around the
+    canal centre and the largest diameter of the parabola through their squares (an
+    elliptical cross-section) is reported, on the slice nearest that maximum.
+    """
+    n = volume.array.shape[0]
+    mid = int(np.clip(np.rint(volume.lps_to_index(geom.canal_centre_lps)[0]), 0, n - 1))
+    found: list[tuple[float, int, tuple[float, float], np.ndarray]] = []
+    for s in range(max(mid - 1, 0), min(mid + 2, n)):
+        cal = _Caliper(volume, s)
+        origin = cal.on_slice(geom.disc_centre_lps)
+        runs = [r for r in cal.runs(canal, origin, geom.posterior_lps, 0.0, 80.0) if r[1] > r[0]]
+        if runs:
+            x = float(volume.lps_to_index(origin)[0])
+            found.append((x, s, runs[0], origin))
+    if not found:
+        return None
+    x, s, run, origin = max(found, key=lambda f: f[2][1] - f[2][0])
+    value = run[1] - run[0]
+    if len(found) == 3:
+        xs = np.array([f[0] for f in found])
+        sq = np.array([(f[2][1] - f[2][0]) ** 2 for f in found])
+        c2, c1, c0 = np.polyfit(xs, sq, 2)
+        if c2 < 0:
+            x_top = -c1 / (2 * c2)
+            if xs.min() <= x_top <= xs.max():
+                value = float(np.sqrt(max(c0 - c1 * c1 / (4 * c2), value ** 2)))
+                x, s, run, origin = min(found, key=lambda f: abs(f[0] - x_top))
+    cal = _Caliper(volume, s)
+    mid_t = 0.5 * (run[0] + run[1])
+    return cal.record("canal_ap_diameter", origin, geom.posterior_lps,
+                      (mid_t - value / 2, mid_t + value / 2))
+
+
+def _disc_heights(cal: _Caliper, mask: np.ndarray, centre: np.ndarray, cranial: np.ndarray,
+                  posterior: np.ndarray, ap: tuple[float, float]) -> tuple[list[dict], list[str]]:
+    """Anterior and posterior disc heights between straight endplate lines.
+
+    The lower and upper disc surfaces are sampled across the central part of the disc and a
+    line is fitted to each, as a reader would draw the endplates; evaluating those lines near
+    the disc margins avoids the rounded vertebral rims, where the bare mask over-measures.
+    """
+    mid, half = 0.5 * (ap[0] + ap[1]), 0.5 * (ap[1] - ap[0])
+    vs, lows, highs = [], [], []
+    for v in mid + half * np.linspace(-DISC_FIT_RANGE, DISC_FIT_RANGE, 15):
+        run = _run_at(cal.runs(mask, centre + v * posterior, cranial, -25.0, 25.0), 0.0)
+        if run is not None and run[0] < 0.0 < run[1]:
+            vs.append(v)
+            lows.append(run[0])
+            highs.append(run[1])
+    if len(vs) < 5:
+        return [], ["disc heights: too few endplate samples on the mid-sagittal slice"]
+    lo_fit = np.polyfit(vs, lows, 1)
+    hi_fit = np.polyfit(vs, highs, 1)
+    records = []
+    for name, v in (("disc_height_anterior", mid - DISC_HEIGHT_AT * half),
+                    ("disc_height_posterior", mid + DISC_HEIGHT_AT * half)):
+        origin = centre + v * posterior
+        run = (float(np.polyval(lo_fit, v)), float(np.polyval(hi_fit, v)))
+        records.append(cal.record(name, origin, cranial, run))
+    return records, []
+
+
 def measure_level(volume: Volume, semantic: np.ndarray, labelling: LevelLabelling,
                   geom: LevelGeometry) -> tuple[list[dict], list[str]]:
     """Measurements of one disc level and the reasons for any that could not be taken."""
@@ -106,27 +174,20 @@ def measure_level(volume: Volume, semantic: np.ndarray, labelling: LevelLabellin
     out: list[dict] = []
     notes: list[str] = []
 
-    canal = semantic == CANAL
-    canal_runs = [r for r in cal.runs(canal, centre, posterior, 0.0, 80.0) if r[1] > r[0]]
-    if canal_runs:
-        out.append(cal.record("canal_ap_diameter", centre, posterior, canal_runs[0]))
+    canal_record = _canal_ap(volume, semantic == CANAL, geom)
+    if canal_record is not None:
+        out.append(canal_record)
     else:
-        notes.append("canal AP diameter: no canal behind the disc on the mid-sagittal slice")
+        notes.append("canal AP diameter: no canal behind the disc on the mid-sagittal slices")
 
     ap = _run_at(cal.runs(disc.mask, centre, posterior, -60.0, 60.0), 0.0)
     height_runs = _run_at(cal.runs(disc.mask, centre, cranial, -25.0, 25.0), 0.0)
     if ap is None or height_runs is None:
         notes.append("disc heights: disc not on the mid-sagittal slice")
     else:
-        depth = ap[1] - ap[0]
-        for name, t in (("disc_height_anterior", ap[0] + DISC_HEIGHT_INSET * depth),
-                        ("disc_height_posterior", ap[1] - DISC_HEIGHT_INSET * depth)):
-            origin = centre + t * posterior
-            run = _run_at(cal.runs(disc.mask, origin, cranial, -25.0, 25.0), 0.0)
-            if run is None:
-                notes.append(f"{name}: disc edge not found")
-            else:
-                out.append(cal.record(name, origin, cranial, run))
+        records, missing = _disc_heights(cal, disc.mask, centre, cranial, posterior, ap)
+        out += records
+        notes += missing
 
     upper = labelling.instances.get(upper_name)
     lower = labelling.instances.get(lower_name)

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from lumbar_common.vocabulary import SPIDER_CANAL, SPIDER_SACRUM
+from lumbar_common.vocabulary import SPIDER_CANAL, SPIDER_DISC_OFFSET, SPIDER_SACRUM
 from models.study import LevelGeometry, Volume
 
 #: output height in pixels (the slice is resampled to square pixels first)
@@ -34,6 +34,8 @@ def _colour(value: int) -> tuple[int, int, int]:
         return (255, 255, 255)
     if value == SPIDER_SACRUM:
         return (255, 160, 0)
+    if value > SPIDER_DISC_OFFSET:  # discs between the colours of their two vertebrae
+        return _PALETTE[(value - SPIDER_DISC_OFFSET + 5) % len(_PALETTE)]
     return _PALETTE[value % len(_PALETTE)]
 
 

@@ -259,5 +259,6 @@ def analyze_study(files: list[Path], out_dir: Path, *, device: str = "auto",
     finally:
         bar.close()
     document = _document(ctx, status, reason)
-    (out_dir / "findings.json").write_text(json.dumps(document, indent=2))
+    (out_dir / "findings.json").write_text(json.dumps(document, indent=2, ensure_ascii=False),
+                                          encoding="utf-8")
     return document
