@@ -56,6 +56,11 @@ def _parse(data: bytes) -> Dataset:
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
         ds.SOPInstanceUID  # noqa: B018  (forces parsing of the dataset body)
+        # decode the identifying elements now: a value pydicom cannot convert (unknown VR,
+        # bad length) must be a refusal here, not an unexpected error further on
+        for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+                        "SOPClassUID", "PatientID", "Modality"):
+            ds.get(keyword)
         _check_pixels(ds)
     except IngestError:
         raise

@@ -1,0 +1,555 @@
+"""Real processes on loopback for the benchmarks and the resilience tests.
+
+Everything here starts the same programs a site runs (`lumbar-node serve`, `lumbar-node
+worker`, dcmtk's storescp as the PACS, redis-server, a PostgreSQL cluster) on free ports with
+throwaway state, so a number or a failure describes the product, not a stand-in. Every
+starter is a context manager and also has ``stop()``; nothing outlives the caller.
+
+Tests import this module through ``sys.path`` (benchmarks/ is not a package).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").is_dir() else sys.executable
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+UID_ROOT = "1.2.826.0.1.3680043.10.1001."
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_for(probe: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
+    """Poll until ``probe()`` is truthy; TimeoutError says what never happened."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Process:
+    """One child process with its own log file; stopped politely, then killed."""
+
+    def __init__(self, name: str, argv: Sequence[str], log: Path,
+                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+        self.name, self.argv, self.log, self.env, self.cwd = name, list(argv), log, env, cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as fh:
+            self.proc = subprocess.Popen(self.argv, stdout=fh, stderr=subprocess.STDOUT,
+                                         env=self.env, cwd=self.cwd, start_new_session=True)
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_alive(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+        return True
+
+    def tail(self, lines: int = 30) -> str:
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill9(self) -> None:
+        """SIGKILL the whole process group (a Celery worker's pool children too)."""
+        if self.alive and self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if not self.alive or self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+
+    def __enter__(self) -> Process:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --- state servers ----------------------------------------------------------------------
+
+
+class RedisServer(Process):
+    """A private redis-server without persistence, so a restart loses every queued message."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__("redis-server", [
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(workdir)], workdir / "redis.log")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        super().start()
+        wait_for(lambda: self.check_alive() and port_open(self.port), 15, "redis-server")
+        return self
+
+    def restart(self, down_seconds: float = 0.0) -> None:
+        self.kill9()
+        time.sleep(down_seconds)
+        self.start()
+
+
+def _pg_bin(name: str) -> str:
+    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    if not found:
+        raise FileNotFoundError(f"PostgreSQL {name} not found under /usr/lib/postgresql")
+    return str(found[-1])
+
+
+class PgCluster:
+    """A throwaway PostgreSQL cluster (initdb) on a free port, owned by the postgres user
+    when run as root, so it can be stopped and started without touching the shared server."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.data = workdir / "pgdata"
+        self.log = workdir / "postgres.log"
+
+    def _run(self, *argv: str) -> None:
+        cmd = list(argv)
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[:2])} failed: {done.stderr.strip()[-500:]}")
+
+    def init(self) -> PgCluster:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.workdir, "postgres", "postgres")
+        self._run(_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                  "--no-sync")
+        return self.start()
+
+    def start(self) -> PgCluster:
+        opts = f"-p {self.port} -k {self.workdir} -h 127.0.0.1 -c fsync=off"
+        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", opts,
+                  "-w", "start")
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        if (self.data / "postmaster.pid").exists():
+            self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def restart(self, down_seconds: float = 0.0) -> None:
+        self.stop("immediate")
+        time.sleep(down_seconds)
+        self.start()
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def __enter__(self) -> PgCluster:
+        return self.init()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop("immediate")
+
+
+@contextlib.contextmanager
+def throwaway_database(admin_url: str = PG_ADMIN) -> Iterator[str]:
+    """A fresh database on an existing server; dropped afterwards. Yields its SQLAlchemy URL."""
+    import psycopg
+
+    name = f"lumbar_resilience_{secrets.token_hex(4)}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- DICOM peers --------------------------------------------------------------------------
+
+
+def dcmtk_env() -> dict[str, str]:
+    """dcmtk disables Nagle only when told to; without it a benchmark measures delayed ACKs."""
+    return {**os.environ, "TCP_NODELAY": "1"}
+
+
+class Storescp(Process):
+    """dcmtk storescp as the PACS that receives results; unique file names keep duplicates."""
+
+    def __init__(self, workdir: Path, ae_title: str = "PACS", port: int | None = None,
+                 fsync: bool = False) -> None:
+        self.port = port or free_port()
+        self.out = workdir / "received"
+        self.ae_title = ae_title
+        argv = ["storescp", "--aetitle", ae_title, "--output-directory", str(self.out),
+                "--unique-filenames", "--accept-all", str(self.port)]
+        super().__init__("storescp", argv, workdir / "storescp.log", env=dcmtk_env())
+
+    def start(self) -> Storescp:
+        self.out.mkdir(parents=True, exist_ok=True)
+        super().start()
+        wait_for(lambda: self.check_alive() and port_open(self.port), 15, "storescp")
+        return self
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.out.iterdir() if p.is_file())
+
+    def sop_uids(self) -> list[str]:
+        """SOP Instance UID of every file received, repeats kept (to count duplicates)."""
+        import pydicom
+
+        return [str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
+                for p in self.files()]
+
+
+def storescu(port: int, files: Sequence[Path], calling: str = "PACS",
+             called: str = "LUMBARNODE", extra: Sequence[str] = (),
+             timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """dcmtk storescu: one association for all ``files`` (the way a PACS sends a study)."""
+    return subprocess.run(
+        ["storescu", *extra, "-aet", calling, "-aec", called, "127.0.0.1", str(port),
+         *[str(f) for f in files]],
+        capture_output=True, text=True, timeout=timeout, env=dcmtk_env())
+
+
+# --- the node -----------------------------------------------------------------------------
+
+
+def node_env(config: Any, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a `lumbar-node` child needs to load exactly ``config``."""
+    from workers.env import config_env
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUMBAR_NODE_")}
+    env.update(config_env(config))
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def stack_config(data_dir: Path, database_url: str, broker_url: str, **overrides: Any) -> Any:
+    """Node settings for a loopback stack with short timers (seconds, not minutes)."""
+    from dicom_node.config import load_config
+
+    values: dict[str, Any] = dict(
+        data_dir=data_dir, database_url=database_url, broker_url=broker_url,
+        broker_key_prefix=f"lumbar-bench-{secrets.token_hex(4)}:", allowed_callers="PACS,STOWER",
+        dimse_host="127.0.0.1", dimse_port=free_port(), http_host="127.0.0.1",
+        http_port=free_port(), settle_seconds=1.0, study_timeout_seconds=20.0,
+        api_token=secrets.token_hex(16), scheduler_interval_seconds=0.3,
+        job_retry_delay_seconds=0.5, job_stale_seconds=60, delivery_backoff_seconds=1.0,
+        delivery_backoff_cap_seconds=5.0, delivery_max_attempts=30, max_associations=32)
+    values.update(overrides)
+    return load_config(env={}, **values)
+
+
+class NodeServer(Process):
+    """`lumbar-node serve --upgrade-db` as a child process."""
+
+    def __init__(self, config: Any, workdir: Path, name: str = "serve",
+                 loglevel: str = "INFO") -> None:
+        self.config = config
+        super().__init__(name, [PYTHON, "-m", "workers.cli", "serve", "--upgrade-db",
+                                "--loglevel", loglevel], workdir / f"{name}.log",
+                         env=node_env(config), cwd=REPO)
+
+    def start(self) -> NodeServer:
+        super().start()
+        wait_for(lambda: self.check_alive() and port_open(self.config.dimse_port)
+                 and port_open(self.config.http_port), 60, "lumbar-node serve")
+        return self
+
+
+class Worker(Process):
+    """`lumbar-node worker` on the CPU; ``kill9()`` is a worker dying mid-task."""
+
+    def __init__(self, config: Any, workdir: Path, name: str = "worker",
+                 queues: str = "gpu,io", loglevel: str = "INFO") -> None:
+        self.config = config
+        super().__init__(name, [PYTHON, "-m", "workers.cli", "worker", "--queues", queues,
+                                "--device", "cpu", "--loglevel", loglevel,
+                                "--hostname", f"{name}-{secrets.token_hex(3)}@%h"],
+                         workdir / f"{name}.log", env=node_env(config), cwd=REPO)
+
+    def start(self) -> Worker:
+        super().start()
+        wait_for(lambda: self.check_alive() and "ready." in self.log.read_text(errors="replace"),
+                 120, f"{self.name} to be ready")
+        return self
+
+
+@contextlib.contextmanager
+def running(*procs: Any) -> Iterator[None]:
+    """Start each in order, stop all in reverse order whatever happens."""
+    started: list[Any] = []
+    try:
+        for proc in procs:
+            proc.start()
+            started.append(proc)
+        yield
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+
+
+# --- studies --------------------------------------------------------------------------------
+
+
+def write_study(out: Path, seed: int, *, matrix: int = 64, synthetic: bool = True) -> list[Path]:
+    """A lumbar MR study on disk: the synthetic generator's when available, else small
+    pydicom series with the three roles the node waits for."""
+    if synthetic:
+        try:
+            from models.synth import generate_study
+        except ImportError:
+            synthetic = False
+    if synthetic:
+        generate_study(out, seed, matrix=matrix)
+        return sorted((out / "dicom").rglob("*.dcm"))
+    return plain_study(out, seed, size=matrix)
+
+
+def plain_study(out: Path, seed: int, *, size: int = 64, per_series: int = 15) -> list[Path]:
+    """Sagittal T2, sagittal T1 and axial T2 of one patient, ``per_series`` images each."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    rng = np.random.default_rng(seed)
+    study_uid = generate_uid(UID_ROOT)
+    files: list[Path] = []
+    roles = {"sag_t2": ("sagittal", 100.0, 3000.0), "sag_t1": ("sagittal", 10.0, 500.0),
+             "ax_t2": ("axial", 100.0, 4000.0)}
+    for number, (role, (plane, te, tr)) in enumerate(roles.items(), start=1):
+        series_uid, frame_uid = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
+        (out / role).mkdir(parents=True, exist_ok=True)
+        for i in range(per_series):
+            meta = FileMetaDataset()
+            meta.MediaStorageSOPClassUID = MRImageStorage
+            meta.MediaStorageSOPInstanceUID = generate_uid(UID_ROOT)
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds = Dataset()
+            ds.file_meta = meta
+            ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+            ds.FrameOfReferenceUID = frame_uid
+            ds.PatientID, ds.PatientName = f"BENCH{seed:05d}", f"BENCH^PATIENT{seed:05d}"
+            ds.Modality, ds.BodyPartExamined = "MR", "LSPINE"
+            ds.SeriesDescription, ds.SeriesNumber, ds.InstanceNumber = role.upper(), number, i + 1
+            ds.StudyDate, ds.StudyTime, ds.AccessionNumber = "20260101", "120000", f"A{seed}"
+            if plane == "sagittal":
+                ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+                ds.ImagePositionPatient = [-28 + 4 * i, -100, 100]
+            else:
+                ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+                ds.ImagePositionPatient = [-100, -100, 50 - 4 * i]
+            ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], 4.0
+            ds.EchoTime, ds.RepetitionTime = te, tr
+            ds.ScanningSequence, ds.SequenceVariant = "SE", "NONE"
+            ds.Rows = ds.Columns = size
+            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+            ds.PixelData = rng.integers(0, 4095, size * size, dtype=np.uint16).tobytes()
+            path = out / role / f"IM{i + 1:04d}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            files.append(path)
+    return files
+
+
+# --- a whole stack and what must hold after it ran ------------------------------------------
+
+
+class Stack:
+    """Node + workers + a storescp PACS receiving the results, on one database and broker."""
+
+    def __init__(self, workdir: Path, database_url: str, broker_url: str, *, workers: int = 1,
+                 pacs: bool = True, loglevel: str = "INFO", **overrides: Any) -> None:
+        self.workdir = workdir
+        self.pacs = Storescp(workdir / "pacs") if pacs else None
+        if self.pacs is not None:
+            overrides.setdefault("destinations", f"PACS@127.0.0.1:{self.pacs.port}")
+        self.config = stack_config(workdir / "data", database_url, broker_url, **overrides)
+        self.node = NodeServer(self.config, workdir / "logs", loglevel=loglevel)
+        self.workers = [Worker(self.config, workdir / "logs", name=f"worker{i}",
+                               loglevel=loglevel) for i in range(workers)]
+        self._engine: Any = None
+        self._sessions: Any = None
+
+    @property
+    def sessions(self) -> Any:
+        if self._sessions is None:
+            from dicom_node.db.session import make_engine, make_sessionmaker
+
+            self._engine = make_engine(self.config.db_url)
+            self._sessions = make_sessionmaker(self._engine)
+        return self._sessions
+
+    def start(self) -> Stack:
+        if self.pacs is not None:
+            self.pacs.start()
+        self.node.start()
+        for worker in self.workers:
+            worker.start()
+        return self
+
+    def stop(self) -> None:
+        for proc in [*self.workers, self.node, self.pacs]:
+            if proc is not None:
+                proc.stop()
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = self._sessions = None
+
+    def __enter__(self) -> Stack:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def send(self, files: Sequence[Path], calling: str = "PACS") -> None:
+        done = storescu(self.config.dimse_port, files, calling=calling)
+        if done.returncode != 0:
+            raise RuntimeError(f"storescu failed ({done.returncode}): {done.stderr[-800:]}")
+
+    def logs(self) -> str:
+        return "\n".join(p.log.read_text(errors="replace") for p in [self.node, *self.workers]
+                         if p.log.exists())
+
+
+def outcome(sessions: Any, study_uids: Sequence[str]) -> dict[str, Any]:
+    """What the database says about each study: counts that the invariants are stated on."""
+    from sqlalchemy import func, select
+
+    from dicom_node.db.models import Delivery, Instance, Job, ResultObject, Series, Study
+
+    report: dict[str, Any] = {}
+    with sessions() as session:
+        for uid in study_uids:
+            study = session.scalar(select(Study).where(Study.study_instance_uid == uid))
+            if study is None:
+                report[uid] = None
+                continue
+            instances = session.scalar(
+                select(func.count(Instance.id)).join(Series, Series.id == Instance.series_id)
+                .where(Series.study_id == study.id, Instance.source != "result"))
+            jobs = session.scalars(select(Job).where(Job.study_id == study.id)
+                                   .order_by(Job.id)).all()
+            live = [j for j in jobs if j.superseded_by is None]
+            job = live[-1] if live else None
+            deliveries = session.scalars(select(Delivery).where(
+                Delivery.job_id == job.id)).all() if job else []
+            results = session.scalars(select(ResultObject.sop_instance_uid).where(
+                ResultObject.job_id == job.id, ResultObject.sop_instance_uid.is_not(None))
+            ).all() if job else []
+            report[uid] = {
+                "state": study.state, "instances": instances, "jobs": len(jobs),
+                "live_jobs": len(live), "job_state": job.state if job else None,
+                "job_attempts": job.attempts if job else 0,
+                "result_status": job.result_status if job else None,
+                "job_reason": job.reason if job else None,
+                "stage_timings": job.stage_timings if job else None,
+                "deliveries": sorted(d.status for d in deliveries),
+                "result_sops": sorted(results),
+            }
+    return report
+
+
+def settled(report: dict[str, Any]) -> bool:
+    """Every study has reached an end: its live job finished and deliveries are final."""
+    for entry in report.values():
+        if entry is None or entry["state"] not in ("processed", "queued", "ignored"):
+            return False
+        if entry["state"] == "ignored":
+            continue
+        if entry["job_state"] not in ("done", "failed"):
+            return False
+        if any(s not in ("delivered", "dead") for s in entry["deliveries"]):
+            return False
+        if entry["job_state"] == "done" and entry["result_sops"] and not entry["deliveries"]:
+            return False
+    return True
+
+
+def violations(report: dict[str, Any], expected_instances: dict[str, int],
+               pacs_uids: Sequence[str] | None) -> list[str]:
+    """Broken promises: lost or doubled instances, stuck studies, results not delivered
+    exactly once. An empty list is the pass condition of every load and fault run."""
+    problems: list[str] = []
+    received: dict[str, int] = {}
+    for sop in pacs_uids or ():
+        received[sop] = received.get(sop, 0) + 1
+    for uid, expected in expected_instances.items():
+        entry = report.get(uid)
+        if entry is None:
+            problems.append(f"{uid}: study never indexed")
+            continue
+        if entry["instances"] != expected:
+            problems.append(f"{uid}: {entry['instances']} instances indexed, {expected} sent")
+        if entry["live_jobs"] != 1:
+            problems.append(f"{uid}: {entry['live_jobs']} live jobs")
+        if entry["job_state"] not in ("done", "failed"):
+            problems.append(f"{uid}: job stuck in {entry['job_state']}")
+        if entry["job_state"] == "done" and entry["result_sops"]:
+            if entry["deliveries"] != ["delivered"]:
+                problems.append(f"{uid}: deliveries {entry['deliveries']}")
+            if pacs_uids is not None:
+                for sop in entry["result_sops"]:
+                    if received.get(sop, 0) != 1:
+                        problems.append(f"{uid}: result {sop} at the PACS "
+                                        f"{received.get(sop, 0)} times")
+    return problems
+
+
+def spool_files(spool: Path) -> list[Path]:
+    return sorted(p for p in spool.rglob("*.dcm")) if spool.is_dir() else []
