@@ -36,8 +36,10 @@ def study(request, tmp_path_factory) -> Path:
     except pytest.FixtureLookupError:
         from models.synth import generate_study
 
-        out = tmp_path_factory.mktemp("grading") / "study"
-        generate_study(out, 4242, grades=GRADES_GIVEN)
+        # shared with tests/test_grading_learned.py within one session: generated once
+        out = tmp_path_factory.getbasetemp() / "grading-study-4242"
+        if not (out / "truth.json").exists():
+            generate_study(out, 4242, grades=GRADES_GIVEN)
         return out
 
 
