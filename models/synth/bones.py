@@ -26,7 +26,8 @@ def _body_sd(x: np.ndarray, v: np.ndarray, w: np.ndarray, rx: float, ry: float,
     ax = x / (rx * waist)
     av = v / (ry * waist)
     ax2, av2 = ax * ax, av * av
-    e = np.where(v >= 0, np.sqrt(ax2 + av2), np.sqrt(np.sqrt(ax2 * ax2 + av2 * av2)))
+    ax3, av3 = ax2 * np.abs(ax), av2 * np.abs(av)
+    e = np.where(v >= 0, np.cbrt(ax3 + av3), np.sqrt(np.sqrt(ax2 * ax2 + av2 * av2)))
     qa = (e - 1.0) * ry + round_mm
     qw = np.abs(w) - half_h + round_mm
     outside = np.sqrt(np.maximum(qa, 0) ** 2 + np.maximum(qw, 0) ** 2)
@@ -75,7 +76,7 @@ def _vertebra_parts(vert: Vertebra, sac_w: float, sac_ap: float, tp_len: float
     def body(x: np.ndarray, v: np.ndarray, w: np.ndarray, tissue: np.ndarray,
              label: np.ndarray) -> None:
         sd = _body_sd(x, v, w, vert.rx, vert.ry, h2)
-        _bone(tissue, label, sd < 0, sd > -1.3, lab)
+        _bone(tissue, label, sd < 0, sd > -1.0, lab)
 
     def lamina(x: np.ndarray, v: np.ndarray, w: np.ndarray, tissue: np.ndarray,
                label: np.ndarray) -> None:
@@ -91,12 +92,12 @@ def _vertebra_parts(vert: Vertebra, sac_w: float, sac_ap: float, tp_len: float
         t = (-(v - cv) - (bv + 2.0)) / sp_len
         tc = np.clip(t, 0.0, 1.0)
         wc = -0.18 * vert.height - sp_drop * tc * sp_len
-        half = (0.32 - 0.04 * tc) * vert.height
+        half = (0.40 - 0.06 * tc) * vert.height
         tip = np.clip((t - 0.85) / 0.15, 0.0, 1.0)  # slightly rounded posterior tip
         half = half * np.sqrt(np.clip(1.0 - tip * tip, 0.0, 1.0)) + 0.1
         xw = 3.6 + 1.6 * tc
         inside = (t > -0.4) & (t < 1.0) & (np.abs(x) < xw) & (np.abs(w - wc) < half)
-        edge = (np.abs(x) > xw - 1.1) | (t > 0.95) | (np.abs(w - wc) > half - 1.2)
+        edge = (np.abs(x) > xw - 0.7) | (t > 0.97) | (np.abs(w - wc) > half - 0.8)
         _bone(tissue, label, inside, edge, lab)
 
     ped_len = 0.5 * (-vert.ry + 2.0 - cv)
@@ -198,7 +199,7 @@ def _disc_painter(disc: Disc, index: int) -> Callable[[Samples, np.ndarray, np.n
         inside = between & (e < 1)
         put(tissue, label, inside, annulus, disc.label)
         q = ellipsoid(x, v, w, (0.0, -0.1 * disc.ry, 0.0),
-                      (0.7 * disc.rx, 0.66 * disc.ry, 0.42 * disc.height))
+                      (0.62 * disc.rx, 0.56 * disc.ry, 0.36 * disc.height))
         nuc = inside & (q < 1)
         if cleft:
             nuc &= np.abs(w) > 0.45

@@ -35,8 +35,8 @@ _BASE = {
     EPIFAT: (0.90, 0.70, 0.07),
     SKIN: (0.55, 0.42, 0.22),
     MUSCLE: (0.33, 0.19, 0.17),
-    VISCERA: (0.36, 0.24, 0.28),
-    MARROW: (0.68, 0.44, 0.12),
+    VISCERA: (0.34, 0.18, 0.26),
+    MARROW: (0.68, 0.52, 0.12),
     CORTEX: (0.05, 0.04, 0.03),
     CSF: (0.12, 1.00, 1.00),
     NERVE: (0.30, 0.26, 0.32),
@@ -58,8 +58,8 @@ def tissue_table(weighting: str, degenerations: list[float], rng: np.random.Gene
     for tissue, values in _BASE.items():
         table[tissue] = values[col] * rng.uniform(0.93, 1.07)
     for i, d in enumerate(degenerations):
-        annulus = (0.30, 0.15, 0.12)[col] * rng.uniform(0.9, 1.1)
-        nucleus = (0.42 - 0.12 * d, 0.92 - 0.72 * d, 0.85 - 0.62 * d)[col]
+        annulus = (0.30, 0.10, 0.09)[col] * rng.uniform(0.9, 1.1)
+        nucleus = (0.42 - 0.12 * d, 0.85 - 0.72 * d, 0.80 - 0.62 * d)[col]
         table[DISC_BASE + 2 * i] = annulus
         table[DISC_BASE + 2 * i + 1] = nucleus * rng.uniform(0.95, 1.05)
     return table
@@ -95,7 +95,7 @@ def bias_field(back_distance: np.ndarray, s: np.ndarray, s_centre: float,
                coeffs: np.ndarray) -> np.ndarray:
     """Receive-coil sensitivity: strongest at the back, falling off anteriorly and along z."""
     depth = np.clip(back_distance, 0.0, None)
-    gain = 0.22 + 0.98 * np.exp(-depth / coeffs[0])
+    gain = 0.2 + 0.9 / np.sqrt(1.0 + (depth / coeffs[0]) ** 2)
     gain *= np.exp(-(((s - s_centre) / coeffs[1]) ** 2))
     return gain * (1.0 + coeffs[2] * np.tanh((s - s_centre) / 150.0))
 

@@ -141,7 +141,7 @@ def level_pathology(
         lo_r, hi_r = ((0.0, 0.25), (0.5, 0.65), (0.85, 1.0))[sg]
         recess[side] = lo_r + u[4 + i] * (hi_r - lo_r)
         worst = max(worst, GRADES.index(fg), sg)
-    degeneration = float(np.clip(0.35 * u[6] + 0.3 * worst, 0.0, 1.0))
+    degeneration = float(np.clip(0.1 + 0.5 * u[6] + 0.3 * worst, 0.0, 1.0))
     return LevelPathology(
         canal_ap_mm=float(sac_ap_mm - reduction),
         bulge_mm=float(bulge),

@@ -162,7 +162,7 @@ def render(
     degen = [d.degeneration for d in anatomy.discs]
     tables = {w: tissue_table(w, degen, rng) for w in weightings}
     amp = texture_table()
-    bias_coeffs = np.array([rng.uniform(70.0, 115.0), rng.uniform(220.0, 320.0),
+    bias_coeffs = np.array([rng.uniform(85.0, 135.0), rng.uniform(220.0, 320.0),
                             rng.uniform(-0.12, 0.12)])
     s_centre = anatomy.canal.project(anatomy.vertebra("L3").centre)
     sigma = rng.uniform(0.022, 0.04)

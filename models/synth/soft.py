@@ -52,22 +52,25 @@ def _background_painter(anatomy: Anatomy):
         out = np.full(x.shape, VISCERA, np.uint8)
         r = np.sqrt((x / hab.half_width) ** 2 + ((vb - centre_v) / half_ap) ** 2)
         depth = (1 - r) * half_ap
-        core = depth >= hab.fat
-        # erector spinae + multifidus either side of the spinous processes, quadratus lumborum
-        back = hab.skin_posterior - hab.fat
-        half_v = 0.5 * (back - sa - 2.0) + 3.0
-        para = ((np.abs(x) - 20.0) / 34.0) ** 2 + ((vb + sa + 2.0 + half_v) / half_v) ** 2 < 1
-        ql = ((np.abs(x) - 62.0) / 20.0) ** 2 + ((vb + 8.0) / 14.0) ** 2 < 1
-        out[core & (vb < -(sa + 2.0) + 0.01 * x * x)] = FAT
-        out[core & (para | ql)] = MUSCLE
+        # retroperitoneum: fat behind the bowel, curving back towards the flanks
+        body_mid = sa + E_ANT + ry
+        out[vb < front + 2.0 - 0.005 * x * x] = FAT
+        # abdominal wall muscles just inside the subcutaneous fat, front and flanks
+        out[(depth < hab.fat + 9.0) & (vb > -10.0)] = MUSCLE
+        # behind the vertebral bodies: paraspinal muscles and quadratus lumborum, an oval
+        # compartment; fat of the flanks beyond it
+        ax_ = np.abs(x)
+        half_c = 0.5 * (hab.skin_posterior + body_mid) + 8.0
+        comp = (ax_ / 82.0) ** 2 + ((vb - (body_mid + 8.0 - half_c)) / half_c) ** 2 < 1
+        out[comp] = MUSCLE
         grow = np.clip((s_l1 - s) / max(s_l1 - s_l5, 1.0), 0.3, 1.1)
-        psoas = (((np.abs(x) - (rx + 10.0 + 6.0 * grow)) / (13.0 * grow + 4.0)) ** 2
+        psoas = (((ax_ - (rx + 10.0 + 6.0 * grow)) / (13.0 * grow + 4.0)) ** 2
                  + ((vb - (sa + E_ANT + 1.2 * ry)) / (10.0 * grow + 4.0)) ** 2) < 1
-        out[core & psoas] = MUSCLE
+        out[psoas] = MUSCLE
         aorta = ((x - 12.0) ** 2 + (vb - front - 13.0) ** 2 < 10.0**2) & (s > s_l4)
         ivc = ((x + 17.0) ** 2 + (vb - front - 12.0) ** 2 < 11.0**2) & (s > s_l5)
-        out[core & (aorta | ivc)] = VESSEL
-        out[(depth < hab.fat)] = FAT
+        out[aorta | ivc] = VESSEL
+        out[depth < hab.fat * np.where(vb > 0, 0.8, 1.0)] = FAT
         out[depth < 1.8] = SKIN
         out[r >= 1] = AIR
         tissue[:] = out[None]
