@@ -45,7 +45,7 @@ def _part(vert: Vertebra, name: str, centre: tuple[float, float, float], radius:
     frame = vert.frame
 
     def paint(smp: Samples, tissue: np.ndarray, label: np.ndarray) -> None:
-        x, v, w = frame.local(smp.p)
+        x, v, w = frame.local(smp.px, smp.py, smp.pz)
         fn(x, v, w, tissue, label)
 
     return Structure(f"{vert.name} {name}", frame.to_lps(*centre), radius, paint)
@@ -185,12 +185,12 @@ def _disc_painter(disc: Disc, index: int) -> Callable[[Samples, np.ndarray, np.n
     cleft = disc.degeneration < 0.75
 
     def paint(smp: Samples, tissue: np.ndarray, label: np.ndarray) -> None:
-        above = (smp.p - lo_pt) @ lo_n
-        below = (smp.p - up_pt) @ up_n
+        above = smp.dot(lo_pt, lo_n)
+        below = smp.dot(up_pt, up_n)
         between = (above > -1.0) & (below < 1.0)
         if not between.any():
             return
-        x, v, w = disc.frame.local(smp.p)
+        x, v, w = disc.frame.local(smp.px, smp.py, smp.pz)
         prof = np.clip(1.0 - (w / max(h2, 1.0)) ** 2, 0.0, 1.0)
         ry = np.where(v >= 0, disc.ry + 1.2 * prof, disc.ry + 0.6 + bulge * prof)
         rx = disc.rx + (0.8 + 0.4 * bulge) * prof

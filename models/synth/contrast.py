@@ -101,6 +101,6 @@ def bias_field(back_distance: np.ndarray, s: np.ndarray, s_centre: float,
 
 
 def rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    re = signal + rng.normal(0.0, sigma, signal.shape).astype(np.float32)
-    im = rng.normal(0.0, sigma, signal.shape).astype(np.float32)
+    re = signal + np.float32(sigma) * rng.standard_normal(signal.shape, dtype=np.float32)
+    im = np.float32(sigma) * rng.standard_normal(signal.shape, dtype=np.float32)
     return np.sqrt(re * re + im * im)

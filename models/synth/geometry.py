@@ -42,10 +42,16 @@ class Frame:
         object.__setattr__(self, "_o32", self.origin.astype(np.float32))
         object.__setattr__(self, "_a32", np.ascontiguousarray(axes.T, dtype=np.float32))
 
-    def local(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Points (..., 3) to local (x, v, w) arrays, in float32 for speed."""
-        loc = (points - self._o32) @ self._a32  # type: ignore[attr-defined]
-        return loc[..., 0], loc[..., 1], loc[..., 2]
+    def local(self, px: np.ndarray, py: np.ndarray, pz: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """LPS coordinate arrays to local (x, v, w) arrays (float32, elementwise: a 3x3
+        matmul over millions of points is slower than nine multiply-adds)."""
+        o = self._o32  # type: ignore[attr-defined]
+        a = self._a32  # type: ignore[attr-defined]
+        dx, dy, dz = px - o[0], py - o[1], pz - o[2]
+        return (dx * a[0, 0] + dy * a[1, 0] + dz * a[2, 0],
+                dx * a[0, 1] + dy * a[1, 1] + dz * a[2, 1],
+                dx * a[0, 2] + dy * a[1, 2] + dz * a[2, 2])
 
     def to_lps(self, x: float, v: float, w: float) -> np.ndarray:
         ax = self.axes
@@ -60,7 +66,7 @@ class CurveCoords:
     """
 
     def __init__(self, points: np.ndarray, extend_mm: float = 200.0, margin_mm: float = 240.0,
-                 step_mm: float = 2.0):
+                 step_mm: float = 3.0):
         pts = np.asarray(points, dtype=np.float64)
         chord = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))]
         spline = CubicSpline(chord, pts[:, 1:], bc_type="natural")

@@ -37,6 +37,19 @@ class SliceGeom:
     def normal(self) -> np.ndarray:
         return np.cross(self.rowdir, self.coldir)
 
+    def components(self, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """LPS x, y, z arrays (K, R, C) of the slice's pixels at ``offsets`` along the normal."""
+        r = np.arange(self.rows, dtype=np.float32)[:, None] * np.float32(self.spacing[0])
+        c = np.arange(self.cols, dtype=np.float32)[None, :] * np.float32(self.spacing[1])
+        out = []
+        for i in range(3):
+            plane = (np.float32(self.ipp[i]) + c * np.float32(self.rowdir[i])
+                     + r * np.float32(self.coldir[i]))
+            off = np.asarray(offsets, dtype=np.float32)[:, None, None] * np.float32(
+                self.normal[i])
+            out.append(np.ascontiguousarray(plane[None] + off))
+        return out[0], out[1], out[2]
+
     def points(self, offsets: np.ndarray) -> np.ndarray:
         r = np.arange(self.rows, dtype=np.float32)[:, None, None] * np.float32(self.spacing[0])
         c = np.arange(self.cols, dtype=np.float32)[None, :, None] * np.float32(self.spacing[1])
@@ -171,10 +184,10 @@ def render(
     labels = np.zeros((len(slices), rows, cols), np.uint16)
     for i, geom in enumerate(slices):
         offs = (np.arange(subsamples) - 0.5 * (subsamples - 1)) * geom.thickness / subsamples
-        p = geom.points(offs)
+        px, py, pz = geom.components(offs)
         cs, cv = _smooth(anatomy.canal.coords, geom, offs, 4)
         bs, bv = _smooth(anatomy.body.coords, geom, offs[subsamples // 2 : subsamples // 2 + 1], 8)
-        smp = Samples(p, cs, cv, bs, bv)
+        smp = Samples(px, py, pz, cs, cv, bs, bv)
         tissue, label = paint_slice(structures, smp, geom.ipp, geom.rowdir, geom.coldir,
                                     geom.spacing, 0.5 * geom.thickness)
         mid = subsamples // 2

@@ -47,8 +47,8 @@ def _background_painter(anatomy: Anatomy):
     front = sa + E_ANT + 2 * ry
 
     def paint(smp: Samples, tissue: np.ndarray, label: np.ndarray) -> None:
-        mid = smp.p.shape[0] // 2
-        x, vb, s = smp.p[mid, ..., 0], smp.bv[0], smp.bs[0]
+        mid = smp.px.shape[0] // 2
+        x, vb, s = smp.px[mid], smp.bv[0], smp.bs[0]
         out = np.full(x.shape, VISCERA, np.uint8)
         r = np.sqrt((x / hab.half_width) ** 2 + ((vb - centre_v) / half_ap) ** 2)
         depth = (1 - r) * half_ap
@@ -82,7 +82,7 @@ def _canal_select(anatomy: Anatomy, smp: Samples, margin: float
                   ) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray, np.ndarray]:
     """Indices of samples near the canal and their (x, v, s): the canal is a few percent of
     a slice, so the narrow tests run on those points only."""
-    x = smp.p[..., 0]
+    x = smp.px
     near = (np.abs(x) < anatomy.sac_half_width + margin) & (
         np.abs(smp.cv) < anatomy.sac_half_ap + margin)
     idx = np.nonzero(near)
@@ -154,12 +154,12 @@ def _foramen_painter(disc: Disc, side: float, lss: int, sw: float):
     d32 = d.astype(np.float32)
     ax_v = axes[1].astype(np.float32)
     ax_w = axes[2].astype(np.float32)
+    dv, dw = np.float32(d32 @ ax_v), np.float32(d32 @ ax_w)
 
     def paint(smp: Samples, tissue: np.ndarray, label: np.ndarray) -> None:
-        rel = smp.p - c32
-        t = rel @ d32
-        perp = rel - t[..., None] * d32
-        pv, pw = perp @ ax_v, perp @ ax_w
+        t = smp.dot(c32, d32)
+        pv = smp.dot(c32, ax_v) - t * dv
+        pw = smp.dot(c32, ax_w) - t * dw
         zone = (np.abs(t) < 7.0) & ((pv / 6.5) ** 2 + (pw / 9.5) ** 2 < 1)
         put(tissue, label, zone, LIGAMENT, 0)
         fat = (np.abs(t) < 6.0) & ((pv / (root_r + margin)) ** 2
@@ -177,7 +177,7 @@ def _recess_painter(disc: Disc, side: float, amount: float, sw: float, sa: float
     axes = (5.0 + 6.5 * amount, 5.0 + 3.0 * amount, 8.0)
 
     def paint(smp: Samples, tissue: np.ndarray, label: np.ndarray) -> None:
-        x, v, w = disc.frame.local(smp.p)
+        x, v, w = disc.frame.local(smp.px, smp.py, smp.pz)
         q = ellipsoid(x, v, w, centre_local, axes)
         soft = (tissue == CSF) | (tissue == EPIFAT) | (tissue == NERVE) | (tissue == LIGAMENT)
         put(tissue, label, (q < 1) & soft, LIGAMENT, 0)

@@ -22,11 +22,13 @@ N_TISSUES = DISC_BASE + 2 * 10
 
 @dataclass
 class Samples:
-    """Sample points of one slice: ``p`` (K, R, C, 3) LPS float32, K points across the slab,
-    with their canal-curve coordinates (``cs``, ``cv``) and body-curve coordinates
-    (``bs``, ``bv``)."""
+    """Sample points of one slice: LPS coordinates ``px``, ``py``, ``pz`` (K, R, C) float32,
+    K points across the slab, with their canal-curve coordinates (``cs``, ``cv``) and
+    body-curve coordinates (``bs``, ``bv``, centre plane only: (1, R, C))."""
 
-    p: np.ndarray
+    px: np.ndarray
+    py: np.ndarray
+    pz: np.ndarray
     cs: np.ndarray
     cv: np.ndarray
     bs: np.ndarray
@@ -34,7 +36,14 @@ class Samples:
 
     def crop(self, r0: int, r1: int, c0: int, c1: int) -> Samples:
         sl = (slice(None), slice(r0, r1), slice(c0, c1))
-        return Samples(self.p[sl], self.cs[sl], self.cv[sl], self.bs[sl], self.bv[sl])
+        return Samples(self.px[sl], self.py[sl], self.pz[sl], self.cs[sl], self.cv[sl],
+                       self.bs[sl], self.bv[sl])
+
+    def dot(self, point: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """(p - point) . direction for every sample."""
+        d = direction.astype(np.float32)
+        return ((self.px - np.float32(point[0])) * d[0] + (self.py - np.float32(point[1])) * d[1]
+                + (self.pz - np.float32(point[2])) * d[2])
 
 
 Painter = Callable[[Samples, np.ndarray, np.ndarray], None]
@@ -60,7 +69,7 @@ def paint_slice(
     half_thickness: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tissue (K, R, C) uint8 and label (K, R, C) uint16 of one slice."""
-    k, rows, cols = samples.p.shape[:3]
+    k, rows, cols = samples.px.shape
     tissue = np.zeros((k, rows, cols), dtype=np.uint8)
     label = np.zeros((k, rows, cols), dtype=np.uint16)
     normal = np.cross(rowdir, coldir)
