@@ -129,15 +129,10 @@ def _canal_ap(volume: Volume, canal: np.ndarray, geom: LevelGeometry) -> dict | 
                       (mid_t - value / 2, mid_t + value / 2))
 
 
-def _disc_heights(cal: _Caliper, mask: np.ndarray, centre: np.ndarray, cranial: np.ndarray,
-                  posterior: np.ndarray, ap: tuple[float, float]) -> tuple[list[dict], list[str]]:
-    """Anterior and posterior disc heights between straight endplate lines.
-
-    The lower and upper disc surfaces are sampled across the central part of the disc and a
-    line is fitted to each, as a reader would draw the endplates; evaluating those lines near
-    the disc margins avoids the rounded vertebral rims, where the bare mask over-measures.
-    """
-    mid, half = 0.5 * (ap[0] + ap[1]), 0.5 * (ap[1] - ap[0])
+def _fit_endplates(cal: _Caliper, mask: np.ndarray, centre: np.ndarray, cranial: np.ndarray,
+                   posterior: np.ndarray, mid: float, half: float) -> (
+        tuple[np.ndarray, np.ndarray] | None):
+    """Lines t(v) of the lower and upper disc surfaces over the central part of the disc."""
     vs, lows, highs = [], [], []
     for v in mid + half * np.linspace(-DISC_FIT_RANGE, DISC_FIT_RANGE, 15):
         run = _run_at(cal.runs(mask, centre + v * posterior, cranial, -25.0, 25.0), 0.0)
@@ -146,9 +141,53 @@ def _disc_heights(cal: _Caliper, mask: np.ndarray, centre: np.ndarray, cranial: 
             lows.append(run[0])
             highs.append(run[1])
     if len(vs) < 5:
+        return None
+    return np.polyfit(vs, lows, 1), np.polyfit(vs, highs, 1)
+
+
+def _endplate_span(cal: _Caliper, bodies: list[np.ndarray], centre: np.ndarray,
+                   cranial: np.ndarray, posterior: np.ndarray,
+                   fits: tuple[np.ndarray, np.ndarray]) -> tuple[float, float] | None:
+    """AP extent of the two endplates next to the disc (mean of the upper and lower body).
+
+    The disc's own extent includes any bulge, which would shift the anterior and posterior
+    measuring points; the bony endplate rims do not move with disc disease. Each body is
+    crossed 3 mm inside it, parallel to its endplate (a wedged disc tilts the two apart).
+    """
+    spans = []
+    for mask, fit, offset in zip(bodies, (fits[1], fits[0]), (3.0, -3.0), strict=True):
+        slope, intercept = float(fit[0]), float(fit[1])
+        direction = posterior + slope * cranial
+        scale = float(np.linalg.norm(direction))
+        origin = centre + (intercept + offset) * cranial
+        run = _run_at(cal.runs(mask, origin, direction / scale, -60.0, 60.0), 0.0)
+        if run is not None and run[0] < 0.0 < run[1]:
+            spans.append((run[0] / scale, run[1] / scale))  # back to v along ``posterior``
+    if not spans:
+        return None
+    return float(np.mean([r[0] for r in spans])), float(np.mean([r[1] for r in spans]))
+
+
+def _disc_heights(cal: _Caliper, mask: np.ndarray, bodies: list[np.ndarray],
+                  centre: np.ndarray, cranial: np.ndarray, posterior: np.ndarray,
+                  ap: tuple[float, float]) -> tuple[list[dict], list[str]]:
+    """Anterior and posterior disc heights between straight endplate lines.
+
+    The lower and upper disc surfaces are sampled across the central part of the disc and a
+    line is fitted to each, as a reader would draw the endplates; the heights are read off
+    those lines at 85 % of the endplates' half depth, which avoids the rounded vertebral rims
+    where the bare mask over-measures.
+    """
+    mid, half = 0.5 * (ap[0] + ap[1]), 0.5 * (ap[1] - ap[0])
+    fits = _fit_endplates(cal, mask, centre, cranial, posterior, mid, half)
+    if fits is None:
         return [], ["disc heights: too few endplate samples on the mid-sagittal slice"]
-    lo_fit = np.polyfit(vs, lows, 1)
-    hi_fit = np.polyfit(vs, highs, 1)
+    span = _endplate_span(cal, bodies, centre, cranial, posterior, fits) if len(
+        bodies) == 2 else None
+    if span is not None:
+        mid, half = 0.5 * (span[0] + span[1]), 0.5 * (span[1] - span[0])
+        fits = _fit_endplates(cal, mask, centre, cranial, posterior, mid, half) or fits
+    lo_fit, hi_fit = fits
     records = []
     for name, v in (("disc_height_anterior", mid - DISC_HEIGHT_AT * half),
                     ("disc_height_posterior", mid + DISC_HEIGHT_AT * half)):
@@ -180,17 +219,18 @@ def measure_level(volume: Volume, semantic: np.ndarray, labelling: LevelLabellin
     else:
         notes.append("canal AP diameter: no canal behind the disc on the mid-sagittal slices")
 
+    upper = labelling.instances.get(upper_name)
+    lower = labelling.instances.get(lower_name)
     ap = _run_at(cal.runs(disc.mask, centre, posterior, -60.0, 60.0), 0.0)
     height_runs = _run_at(cal.runs(disc.mask, centre, cranial, -25.0, 25.0), 0.0)
     if ap is None or height_runs is None:
         notes.append("disc heights: disc not on the mid-sagittal slice")
     else:
-        records, missing = _disc_heights(cal, disc.mask, centre, cranial, posterior, ap)
+        bodies = [v.mask for v in (upper, lower) if v is not None]
+        records, missing = _disc_heights(cal, disc.mask, bodies, centre, cranial, posterior, ap)
         out += records
         notes += missing
 
-    upper = labelling.instances.get(upper_name)
-    lower = labelling.instances.get(lower_name)
     if upper is not None and height_runs is not None:
         runs = [r for r in cal.runs(upper.mask, centre, cranial, 0.0, 60.0) if r[0] > 0]
         if runs and not upper.partial:
