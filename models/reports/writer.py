@@ -12,6 +12,7 @@ from pydicom.dataset import Dataset
 
 from lumbar_common.vocabulary import SPIDER_CANAL
 from models.reports.equipment import algorithm_from_models, contributing_equipment, node_algorithm
+from models.reports.frames import frame_numbers, is_multiframe
 from models.reports.keyimage import build_key_image, build_kos
 from models.reports.seg import build_seg
 from models.reports.sr import build_sr, check_findings
@@ -80,14 +81,21 @@ def write_results(
     if anatomy.labels is not None:
         volume = _labels_volume(anatomy)
         role = anatomy.labels_role
+        sources = [headers[sop] for sop in volume.sop_instance_uids]
+        frames = (
+            frame_numbers(sources[0], volume, range(len(sources)))
+            if is_multiframe(sources[0])
+            else None
+        )
         objects[f"seg_{role}"] = build_seg(
-            [headers[sop] for sop in volume.sop_instance_uids],
+            sources,
             anatomy.labels,
             algorithm_from_models(models, "segmentation"),
             series_instance_uid=uid(f"seg/{role}/series"),
             sop_instance_uid=uid(f"seg/{role}/instance"),
             labelmap=labelmap,
             contributing_equipment=equipment,
+            frame_numbers=frames,
         )
     objects["sr"] = build_sr(
         findings,
@@ -99,14 +107,16 @@ def write_results(
         contributing_equipment=equipment,
     )
     volume, index, labels = _key_slice(anatomy)
+    key_source = headers[volume.sop_instance_uids[index]]
     objects["keyimage"] = build_key_image(
-        headers[volume.sop_instance_uids[index]],
+        key_source,
         volume.array[index],
         labels,
         findings.get("findings") or [],
         series_instance_uid=uid("keyimage/series"),
         sop_instance_uid=uid("keyimage/instance"),
         contributing_equipment=equipment,
+        frame=frame_numbers(key_source, volume, [index])[0] if is_multiframe(key_source) else None,
     )
     objects["ko"] = build_kos(
         objects["keyimage"],

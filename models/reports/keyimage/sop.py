@@ -11,6 +11,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import RLELossless
 
 from models.reports.equipment import MANUFACTURER, Algorithm, copy_patient_study, device_observer
+from models.reports.frames import plane
 from models.reports.keyimage.render import NOTICE, render
 
 SERIES_DESCRIPTION = "AI lumbar key image"
@@ -39,20 +40,17 @@ def build_key_image(
     series_number: int = 9003,
     contributing_equipment: Sequence[hd.ContributingEquipment] | None = None,
     transfer_syntax_uid: str = RLELossless,
+    frame: int | None = None,
 ) -> hd.sc.SCImage:
     """Key image of ``pixels`` (the slice of ``source``) with outlines and the grade table.
 
     The image part keeps the slice's orientation (rows along IOP column direction) but is
     rescaled to square pixels, so PatientOrientation is given and PixelSpacing is not.
     RLE Lossless by default: every PACS decodes it, it keeps burned-in text exact and it
-    makes the object less than half the size of the uncompressed one.
+    makes the object less than half the size of the uncompressed one. ``frame`` is the
+    slice's frame when ``source`` is a multi-frame image.
     """
-    for keyword in (
-        "ImageOrientationPatient",
-        "PixelSpacing",
-        "StudyInstanceUID",
-        "SOPInstanceUID",
-    ):
+    for keyword in ("StudyInstanceUID", "SOPInstanceUID", "Rows", "Columns"):
         if keyword not in source:
             raise ValueError(f"source image lacks {keyword}; cannot place the key image")
     if tuple(pixels.shape) != (int(source.Rows), int(source.Columns)):
@@ -60,11 +58,9 @@ def build_key_image(
             f"slice {pixels.shape} does not match the source image "
             f"{(int(source.Rows), int(source.Columns))}"
         )
-    iop = [float(v) for v in source.ImageOrientationPatient]
+    iop, spacing = plane(source, frame)
     # columns running posteriorly (+y in LPS) put the patient's front on the left
-    rgb = render(
-        pixels, labels, [float(v) for v in source.PixelSpacing], findings, anterior_left=iop[1] > 0
-    )
+    rgb = render(pixels, labels, spacing, findings, anterior_left=iop[1] > 0)
     sc = hd.sc.SCImage(
         pixel_array=rgb,
         photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
@@ -101,6 +97,8 @@ def build_key_image(
     ref = Dataset()
     ref.ReferencedSOPClassUID = source.SOPClassUID
     ref.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    if frame is not None:
+        ref.ReferencedFrameNumber = frame
     sc.SourceImageSequence = [ref]
     return sc
 

@@ -24,6 +24,7 @@ def build_seg(
     series_number: int = 9002,
     labelmap: bool = False,
     contributing_equipment: Sequence[hd.ContributingEquipment] | None = None,
+    frame_numbers: Sequence[int] | None = None,
 ) -> hd.seg.Segmentation:
     """SEG of the SPIDER ``labels`` (``[slice,row,col]``) over ``source_images`` (same order).
 
@@ -31,6 +32,9 @@ def build_seg(
     referenced from an SR. All frames are kept (``omit_empty_frames=False``) because OHIF
     misplaces segments of SEGs with omitted frames. ``labelmap=True`` makes a LABELMAP SEG
     (smaller, faster) for sites whose viewer supports it.
+
+    When the series is one multi-frame image, ``source_images`` repeats it for every slice
+    and ``frame_numbers`` gives the frame of each slice (see ``models.reports.frames``).
     """
     images = list(source_images)
     if not images:
@@ -48,9 +52,11 @@ def build_seg(
     kinds = present_kinds(labels)
     if not kinds:
         raise ValueError("labels contain no reported structure (vertebra, sacrum, disc or canal)")
+    pixels = label_map(labels, kinds)
+    images, pixels = _frames_of_one_instance(images, pixels, frame_numbers)
     seg = hd.seg.Segmentation(
         source_images=images,
-        pixel_array=label_map(labels, kinds),
+        pixel_array=pixels,
         segmentation_type=(
             hd.seg.SegmentationTypeValues.LABELMAP
             if labelmap
@@ -72,6 +78,26 @@ def build_seg(
     )
     seg.SeriesDescription = SERIES_DESCRIPTION
     return seg
+
+
+def _frames_of_one_instance(
+    images: list[Dataset], pixels: np.ndarray, frame_numbers: Sequence[int] | None
+) -> tuple[list[Dataset], np.ndarray]:
+    """Slices of a multi-frame source rearranged into its frame order (others unchanged)."""
+    uids = [str(ds.SOPInstanceUID) for ds in images]
+    if len(set(uids)) == len(uids):
+        return images, pixels
+    if len(set(uids)) != 1:
+        raise ValueError("source images repeat some SOP instances but not all: mixed stacks")
+    count = int(images[0].get("NumberOfFrames", 1) or 1)
+    frames = list(frame_numbers or [])
+    if len(frames) != len(images) or len(set(frames)) != len(frames):
+        raise ValueError(f"a multi-frame source needs one distinct frame per slice, got {frames}")
+    if min(frames) < 1 or max(frames) > count:
+        raise ValueError(f"frame numbers {frames} outside 1..{count}")
+    ordered = np.zeros((count, *pixels.shape[1:]), dtype=pixels.dtype)
+    ordered[np.asarray(frames) - 1] = pixels
+    return [images[0]], ordered
 
 
 def segment_numbers(seg: Dataset) -> dict[str, int]:

@@ -124,9 +124,9 @@ def _roi(roi: Mapping | None, locator: SliceLocator) -> hd.sr.ImageRegion | None
     corners = roi["corners_lps"]
     if len(corners) < 3:
         raise ValueError(f"ROI needs at least 3 corners, got {corners!r}")
-    sop, data = locator.pixel_points(roi.get("series_instance_uid"), roi.get("slice"), corners)
+    source, data = locator.pixel_points(roi.get("series_instance_uid"), roi.get("slice"), corners)
     closed = np.vstack([data, data[:1]])
-    return hd.sr.ImageRegion(hd.sr.GraphicTypeValues.POLYLINE, closed, locator.source_image(sop))
+    return hd.sr.ImageRegion(hd.sr.GraphicTypeValues.POLYLINE, closed, source)
 
 
 def _probability(finding: Mapping, segment: tuple[Dataset, int] | None) -> hd.sr.Measurement | None:

@@ -13,6 +13,7 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 
+from models.reports.frames import frame_numbers, is_multiframe
 from models.study import Volume
 
 
@@ -57,21 +58,15 @@ class SliceLocator:
             raise ValueError(f"no source file for SOP instance {sop_instance_uid!r}")
         return self._headers[sop_instance_uid]
 
-    def source_image(self, sop_instance_uid: str) -> hd.sr.SourceImageForRegion:
-        header = self.header(sop_instance_uid)
-        return hd.sr.SourceImageForRegion(
-            referenced_sop_class_uid=str(header.SOPClassUID),
-            referenced_sop_instance_uid=sop_instance_uid,
-        )
-
     def pixel_points(
         self, series_instance_uid: str, slice_index: int, points_lps: Sequence[Sequence[float]]
-    ) -> tuple[str, np.ndarray]:
-        """(SOP instance UID, (N, 2) column/row SCOORD data) for LPS points.
+    ) -> tuple[hd.sr.SourceImageForRegion, np.ndarray]:
+        """(source image, (N, 2) column/row SCOORD data) for LPS points on a slice.
 
         SCOORD puts the top-left corner of the first pixel at (0, 0), so pixel centres,
         which the affine maps, sit at index + 0.5. Points are projected along the slice
         normal: an ROI corner a fraction of a millimetre off the plane still lands on it.
+        The source image names its frame when the slice is a frame of a multi-frame image.
         """
         points = np.asarray(points_lps, dtype=np.float64)
         if (
@@ -82,6 +77,12 @@ class SliceLocator:
         ):
             raise ValueError(f"points must be finite (N, 3) LPS coordinates, got {points_lps!r}")
         volume, sop = self.instance(series_instance_uid, slice_index, points)
+        header = self.header(sop)
+        frames = frame_numbers(header, volume, [slice_index]) if is_multiframe(header) else None
+        source = hd.sr.SourceImageForRegion(
+            referenced_sop_class_uid=str(header.SOPClassUID),
+            referenced_sop_instance_uid=sop,
+            referenced_frame_numbers=frames,
+        )
         index = volume.lps_to_index(points)
-        pixels = index[:, [2, 1]] + 0.5
-        return sop, pixels.astype(np.float32)
+        return source, (index[:, [2, 1]] + 0.5).astype(np.float32)

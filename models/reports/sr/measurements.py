@@ -93,7 +93,7 @@ def build_measurement(
     coordinates = None
     points = record.get("points_lps")
     if points and with_coordinates:
-        sop, data = locator.pixel_points(
+        source, data = locator.pixel_points(
             record.get("series_instance_uid"), record.get("slice"), points
         )
         coordinates = [
@@ -102,7 +102,7 @@ def build_measurement(
                 if len(data) > 1
                 else hd.sr.GraphicTypeValues.POINT,
                 graphic_data=data if len(data) > 1 else data[0],
-                source_image=locator.source_image(sop),
+                source_image=source,
             )
         ]
     return hd.sr.Measurement(

@@ -10,6 +10,7 @@ from pydicom.sr.coding import Code
 
 from lumbar_common.vocabulary import LEVELS, finding_keys, rsna_key
 from models.reports.equipment import device_observer, node_algorithm
+from models.reports.frames import is_multiframe
 from models.reports.seg.sop import segment_numbers
 from models.reports.sr.codes import DEFAULT_PROCEDURE, coding_scheme_identification
 from models.reports.sr.content import measurement_group, validate_finding
@@ -72,7 +73,9 @@ def build_sr(
         ),
         procedure_reported=_procedures(referenced[0]),
         imaging_measurements=groups,
-        referenced_images=referenced,
+        # highdicom describes library images from top-level plane attributes, which a
+        # multi-frame image keeps in functional groups: those stay out of the library
+        referenced_images=[ds for ds in referenced if not is_multiframe(ds)] or None,
     )
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,
