@@ -311,6 +311,11 @@ def test_bad_input_is_refused_with_the_bad_value(study, tmp_path):
         write_results(bad_slice, anatomy, files, tmp_path)
     with pytest.raises(ValueError, match="not-a-study"):
         write_results(dict(findings, study_instance_uid="not-a-study"), anatomy, files, tmp_path)
+    incomplete = dict(files)
+    missing_uid = anatomy.volumes["sag_t2"].sop_instance_uids[0]
+    del incomplete[missing_uid]
+    with pytest.raises(ValueError, match=missing_uid):
+        write_results(findings, anatomy, incomplete, tmp_path)
     assert list(tmp_path.iterdir()) == []  # no partial results left behind
 
 

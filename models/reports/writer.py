@@ -42,6 +42,15 @@ class SourceHeaders(Mapping[str, Dataset]):
             self._cache[sop_instance_uid] = ds
         return self._cache[sop_instance_uid]
 
+    def __contains__(self, sop_instance_uid: object) -> bool:
+        return sop_instance_uid in self._files
+
+    def require(self, sop_instance_uid: str) -> Dataset:
+        """The header, or a ValueError naming the instance that has no source file."""
+        if sop_instance_uid not in self._files:
+            raise ValueError(f"no source file for SOP instance {sop_instance_uid!r}")
+        return self[sop_instance_uid]
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._files)
 
@@ -81,7 +90,7 @@ def write_results(
     if anatomy.labels is not None:
         volume = _labels_volume(anatomy)
         role = anatomy.labels_role
-        sources = [headers[sop] for sop in volume.sop_instance_uids]
+        sources = [headers.require(sop) for sop in volume.sop_instance_uids]
         frames = (
             frame_numbers(sources[0], volume, range(len(sources)))
             if is_multiframe(sources[0])
@@ -107,7 +116,7 @@ def write_results(
         contributing_equipment=equipment,
     )
     volume, index, labels = _key_slice(anatomy)
-    key_source = headers[volume.sop_instance_uids[index]]
+    key_source = headers.require(volume.sop_instance_uids[index])
     objects["keyimage"] = build_key_image(
         key_source,
         volume.array[index],
