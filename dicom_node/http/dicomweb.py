@@ -44,8 +44,16 @@ def _first_instance(session: Session, series_id: int) -> Instance | None:
                           .order_by(Instance.instance_number, Instance.id).limit(1))
 
 
-def search_studies(session: Session, params: dict[str, str], limit: int = 200) -> list[dict]:
-    stmt = select(Study).order_by(Study.last_received_at.desc()).limit(limit)
+def search_studies(session: Session, params: dict[str, str]) -> list[dict]:
+    try:
+        limit = min(int(params.get("limit", 200)), 1000)
+        offset = int(params.get("offset", 0))
+    except ValueError:
+        raise ValueError(f"limit/offset must be integers, got {params!r}") from None
+    if limit < 1 or offset < 0:
+        raise ValueError(f"limit must be >= 1 and offset >= 0, got {limit}, {offset}")
+    stmt = select(Study).order_by(Study.last_received_at.desc(), Study.id.desc())
+    stmt = stmt.limit(limit).offset(offset)
     if params.get("StudyInstanceUID"):
         stmt = stmt.where(Study.study_instance_uid == validate_uid(
             params["StudyInstanceUID"], "StudyInstanceUID"))

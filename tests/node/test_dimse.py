@@ -126,3 +126,20 @@ def test_instance_limit_gives_out_of_resources(tmp_path, node_config, sessions):
         server.stop()
     with sessions() as s:
         assert s.scalar(select(func.count(Instance.id))) == 2
+
+
+def test_database_down_gives_out_of_resources_and_keeps_no_file(tmp_path, node_config):
+    from dicom_node.db.session import make_engine, make_sessionmaker
+
+    config = node_config.replace(database_url="postgresql+psycopg://postgres@127.0.0.1:1/none")
+    engine = make_engine(config.db_url)
+    server = StoreSCP(config, make_sessionmaker(engine))
+    server.start()
+    try:
+        _, files = write_study(tmp_path / "study", n=1, roles=("sag_t2",))
+        result = storescu(config.dimse_port, files)
+    finally:
+        server.stop()
+        engine.dispose()
+    assert "Refused: OutOfResources" in result.stderr
+    assert list(config.data_dir.rglob("*.dcm")) == []

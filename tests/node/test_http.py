@@ -66,6 +66,9 @@ def test_stow_qido_wado_roundtrip(node, client, tmp_path):
     assert [s["0020000D"]["Value"][0] for s in studies] == [uid]
     assert studies[0]["00201208"]["Value"] == [4]  # NumberOfStudyRelatedInstances
     assert studies[0]["00100020"]["Value"] == ["NODE0001"]
+    assert client.get("/dicomweb/studies", params={"offset": 1}).json() == []
+    assert client.get("/dicomweb/studies", params={"limit": "x"}).status_code == 400
+    assert client.get("/dicomweb/studies", params={"PatientID": "NOBODY"}).json() == []
     series = client.get(f"/dicomweb/studies/{uid}/series").json()
     assert len(series) == 2
     series_uid = series[0]["0020000E"]["Value"][0]
