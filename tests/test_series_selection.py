@@ -178,3 +178,40 @@ def test_read_headers_groups_and_records_unreadable(tmp_path: Path):
     assert [len(v) for v in by_series.values()] == [6]
     assert len(warnings) == 1 and "garbage.dcm" in warnings[0]
     assert np.isclose(float(pydicom.dcmread(files[0]).EchoTime), 100.0)
+
+
+# --- on synthetic studies as a PACS sends them -------------------------------------------
+
+SYNTH_CASES = {
+    "complete": dict(seed=3, matrix=128),
+    "sag_stir_only": dict(seed=5, variants=["missing_sag_t1", "missing_ax_t2", "stir"],
+                          matrix=128),
+    "messy": dict(seed=6, variants=["localizer", "duplicate_instances", "duplicate_position",
+                                    "out_of_order", "corrupt"], matrix=128),
+    "brain": dict(seed=4, variants=["non_lumbar"], matrix=128),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SYNTH_CASES))
+def test_synthetic_variants(synth_study, case):
+    import json
+
+    study = synth_study(**SYNTH_CASES[case])
+    truth = json.loads((study / "truth.json").read_text())
+    by_series, warnings = read_headers(sorted((study / "dicom").rglob("*.dcm")))
+    assert len(warnings) == len(truth["corrupt_files"])
+    sel = select_study(by_series)
+    for key, rec in truth["series"].items():
+        decision = sel.decision(rec["series_instance_uid"])
+        assert decision.role == rec["role"], (key, decision.reason)
+        assert decision.reason
+    if case == "brain":
+        assert not sel.is_lumbar and "not a lumbar" in sel.rejected_reason
+        return
+    assert sel.is_lumbar and sel.rejected_reason is None
+    roles = {rec["role"] for rec in truth["series"].values()} - {"other"}
+    assert set(sel.chosen) == roles
+    assert sel.complete == {"sag_t1", "ax_t2"}.issubset(roles)
+    if case == "messy":
+        loc = sel.decision(truth["series"]["localizer"]["series_instance_uid"])
+        assert "localizer" in loc.reason or "multi-plane" in loc.reason

@@ -206,3 +206,50 @@ def test_nothing_readable_is_a_clear_error(tmp_path: Path):
     bad.write_bytes(b"junk")
     with pytest.raises(ValueError, match="no readable images"):
         load_volume([bad])
+
+
+# --- on synthetic studies ------------------------------------------------------------------
+
+
+def test_synthetic_messy_sagittal(synth_study):
+    import json
+
+    study = synth_study(seed=6, variants=["localizer", "duplicate_instances",
+                                          "duplicate_position", "out_of_order", "corrupt"],
+                        matrix=128)
+    truth = json.loads((study / "truth.json").read_text())
+    files = sorted((study / "dicom" / "sag_t2").glob("*.dcm"))
+    result = assemble_series(files, "sag_t2")
+    text = "\n".join(result.warnings)
+    assert truth["corrupt_files"][0].split("/")[-1] in text
+    assert "received twice" in text and "acquisition 2" in text
+    with np.load(study / truth["series"]["sag_t2"]["label_file"]) as npz:
+        label_affine = npz["affine"]
+        n_labels = npz["labels"].shape[0]
+    # the corrupt slice leaves a gap: the stacks on either side keep the labels' geometry
+    assert sum(v.array.shape[0] for v in result.volumes) == n_labels - 1
+    for vol in result.volumes:
+        inv = np.linalg.inv(label_affine)
+        first = inv[:3, :3] @ vol.affine[:3, 3] + inv[:3, 3]
+        assert np.allclose(first[1:], 0, atol=1e-3) and abs(first[0] - round(first[0])) < 1e-3
+        assert np.allclose(vol.affine[:3, :3], label_affine[:3, :3], atol=1e-3)
+
+
+def test_synthetic_per_level_axials(synth_study):
+    import json
+
+    study = synth_study(seed=3, matrix=128)
+    truth = json.loads((study / "truth.json").read_text())
+    rec = truth["series"]["ax_t2"]
+    assert rec["axial_mode"] == "per-level"
+    level_of = dict(zip(rec["sop_instance_uids"], rec["slice_levels"], strict=True))
+    result = assemble_series([study / f for f in rec["files"]][::-1], "ax_t2")
+    assert len(result.volumes) == len(set(rec["slice_levels"]))
+    for vol in result.volumes:
+        assert len({level_of[u] for u in vol.sop_instance_uids}) == 1
+        # every stack is a regular grid: its affine reproduces each file's position
+        for k, uid in enumerate(vol.sop_instance_uids):
+            ds = pydicom.dcmread(study / rec["files"][rec["sop_instance_uids"].index(uid)],
+                                 stop_before_pixels=True)
+            assert np.allclose(vol.index_to_lps([k, 0, 0]),
+                               [float(v) for v in ds.ImagePositionPatient], atol=1e-3)
