@@ -54,7 +54,8 @@ def trained(study, tmp_path_factory) -> Path:
         (cache / f"study_{seed}").symlink_to(study)
     out = root / "weights"
     args = Namespace(out=out, studies=2, val_studies=1, seed=7, epochs=1, batch=16, lr=1e-3,
-                     copies=1, cache=cache, device="cpu", threads=1, jobs=1)
+                     copies=1, cache=cache, device="cpu", threads=1, jobs=1,
+                     no_features=False)
     assert train.run(args) == 0
     return out
 

@@ -25,6 +25,7 @@ from lumbar_common.vocabulary import (
     finding_keys,
     rsna_key,
 )
+from models.grading import image_measures as im
 from models.grading.roi import (
     AXIAL_OFFSETS_MM,
     AXIAL_PX,
@@ -86,23 +87,53 @@ def jitter_level(level: LevelGeometry, rng: np.random.Generator, shift_mm: float
                    canal_centre_lps=np.asarray(level.canal_centre_lps) + shift)
 
 
+#: scalar measurements given to the joint head beside the crops (see ``level_inputs``)
+N_FEATURES = 6
+
+
+def _canal_ap(anatomy: StudyAnatomy, level: LevelGeometry) -> float | None:
+    for m in anatomy.measurements.get(level.level, []):
+        if m.get("name") == "canal_ap_diameter":
+            return float(m["value"])
+    found = im.canal_ap_from_labels(anatomy, level)
+    return None if found is None else float(found["value"])
+
+
 def level_inputs(anatomy: StudyAnatomy, level: LevelGeometry) -> dict[str, np.ndarray]:
-    """The five crops of one level and presence flags [sag T1, axial T2]."""
+    """The five crops of one level, presence flags [sag T1, axial T2] and ``feats``.
+
+    ``feats`` are the explainable grader's measurements, scaled to ~0..1 (canal AP / 20 mm,
+    its presence flag, foraminal fat fractions L/R, recess patencies L/R), so the network can
+    lean on a measured number where its own view is ambiguous.
+    """
     out: dict[str, np.ndarray] = {}
     crop = canal_crop(anatomy, level)
     if crop is None:
         raise ValueError(f"{level.level}: no sagittal T2/STIR to grade the canal from")
     out["canal"] = crop.array
+    feats = np.zeros(N_FEATURES, np.float32)
+    ap = _canal_ap(anatomy, level)
+    if ap is not None:
+        feats[0], feats[1] = ap / 20.0, 1.0
     t1_ok = ax_ok = True
-    for side, key in zip(SIDES, ("for_l", "for_r"), strict=True):
+    for i, (side, key) in enumerate(zip(SIDES, ("for_l", "for_r"), strict=True)):
         c = foramen_crop(anatomy, level, side)
         t1_ok &= c is not None and c.coverage >= MIN_COVERAGE
         out[key] = c.array if c is not None else np.zeros(CROP_SHAPES[key], np.float32)
-    for side, key in zip(SIDES, ("ax_l", "ax_r"), strict=True):
+        if c is not None:
+            feats[2 + i] = im.foraminal_fat_fraction(c)
+    for i, (side, key) in enumerate(zip(SIDES, ("ax_l", "ax_r"), strict=True)):
         c = subarticular_crop(anatomy, level, side)
         ax_ok &= c is not None and c.coverage >= MIN_COVERAGE
         out[key] = c.array if c is not None else np.zeros(CROP_SHAPES[key], np.float32)
+        if c is not None:
+            feats[4 + i] = im.recess_patency(c)
     out["presence"] = np.array([float(t1_ok), float(ax_ok)], np.float32)
+    if not t1_ok:
+        feats[2:4] = 0.0
+    if not ax_ok:
+        feats[4:6] = 0.0
+    out["feats"] = feats
     return out
 
 

@@ -6,6 +6,10 @@ head) scaled down to run on a CPU: the crops are tiny (32 px) and the encoders n
 Left and right share an encoder: the crops are built so both sides look alike (lateral
 slab order, mirrored axials), which doubles the data each encoder sees.
 
+The joint head also receives the explainable grader's measurements (canal AP diameter,
+foraminal fat fractions, recess patencies) as scalars: with the few thousand levels a CPU
+can generate, a measured number is a strong prior the crops then refine.
+
 Missing series are part of training (whole stacks are dropped at random and a presence flag
 goes to the head), so the canal grade does not fall apart when, say, the axial is absent.
 Foraminal outputs without a sagittal T1 and subarticular outputs without an axial T2 are
@@ -23,6 +27,8 @@ OUTPUTS: tuple[str, ...] = ("canal", "foramen_left", "foramen_right", "sub_left"
 LSS_OUTPUTS: tuple[str, ...] = ("lss_left", "lss_right")
 #: presence flags: sagittal T1, axial T2 (sagittal T2/STIR is always there)
 N_PRESENCE = 2
+#: scalar measurements (models.grading.dataset.N_FEATURES)
+N_FEATURES = 6
 N_LEVELS = 5
 
 
@@ -38,14 +44,16 @@ def _encoder(width: int) -> nn.Module:
 class GraderNet(nn.Module):
     """Inputs per level: canal [B,1,3,H,W], foramina [B,1,5,H,W] x2, axials [B,1,3,H,W] x2."""
 
-    def __init__(self, width: int = 8, hidden: int = 96, dropout: float = 0.2) -> None:
+    def __init__(self, width: int = 8, hidden: int = 96, dropout: float = 0.2,
+                 use_features: bool = True) -> None:
         super().__init__()
         self.width = width
+        self.use_features = use_features
         feat = 8 * width
         self.canal = _encoder(width)
         self.foramen = _encoder(width)
         self.axial = _encoder(width)
-        joint = 5 * feat + N_PRESENCE + N_LEVELS
+        joint = 5 * feat + N_PRESENCE + N_LEVELS + (N_FEATURES if use_features else 0)
         self.head = nn.Sequential(
             nn.Linear(joint, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Linear(hidden, 3 * len(OUTPUTS) + 4 * len(LSS_OUTPUTS)),
@@ -53,16 +61,23 @@ class GraderNet(nn.Module):
 
     def forward(self, canal: torch.Tensor, for_l: torch.Tensor, for_r: torch.Tensor,
                 ax_l: torch.Tensor, ax_r: torch.Tensor, presence: torch.Tensor,
-                level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                level: torch.Tensor, feats: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (logits [B,5,3], lss logits [B,2,4])."""
         t1 = presence[:, 0:1]
         ax = presence[:, 1:2]
-        f = torch.cat([
+        parts = [
             self.canal(canal),
             self.foramen(for_l) * t1, self.foramen(for_r) * t1,
             self.axial(ax_l) * ax, self.axial(ax_r) * ax,
             presence, nn.functional.one_hot(level, N_LEVELS).float(),
-        ], dim=1)
+        ]
+        if self.use_features:
+            if feats is None:
+                raise ValueError("this network was built with use_features: pass feats")
+            mask = torch.cat([torch.ones_like(t1), torch.ones_like(t1), t1, t1, ax, ax], dim=1)
+            parts.append(feats * mask)
+        f = torch.cat(parts, dim=1)
         out = self.head(f)
         n3 = 3 * len(OUTPUTS)
         return out[:, :n3].reshape(-1, len(OUTPUTS), 3), out[:, n3:].reshape(-1, 2, 4)

@@ -87,7 +87,8 @@ class LearnedGrader:
             out, lss = self.net(  # type: ignore[operator]
                 t("canal"), t("for_l"), t("for_r"), t("ax_l"), t("ax_r"),
                 torch.as_tensor(batch["presence"]).float().to(self.device),
-                torch.as_tensor(batch["level"]).long().to(self.device))
+                torch.as_tensor(batch["level"]).long().to(self.device),
+                torch.as_tensor(batch["feats"]).float().to(self.device))
         return out.cpu().numpy(), lss.cpu().numpy()
 
     def predict(self, anatomy: StudyAnatomy) -> dict[str, dict]:

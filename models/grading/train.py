@@ -46,6 +46,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "grader",
                         help="where generated studies' crops are kept between runs")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-features", action="store_true",
+                        help="crops only: do not give the head the measured scalars")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=1, help="parallel study generation")
 
@@ -79,6 +81,7 @@ def _tensors(data: dict[str, np.ndarray], idx: np.ndarray, device: str) -> dict:
         out[k] = torch.as_tensor(data[k][idx]).float().unsqueeze(1).to(device)
     out["presence"] = torch.as_tensor(data["presence"][idx]).float().to(device)
     out["level"] = torch.as_tensor(data["level"][idx]).long().to(device)
+    out["feats"] = torch.as_tensor(data["feats"][idx]).float().to(device)
     out["y"] = torch.as_tensor(data["y"][idx]).long().to(device)
     out["y_lss"] = torch.as_tensor(data["y_lss"][idx]).long().to(device)
     return out
@@ -92,6 +95,7 @@ def _augment(b: dict, rng: np.random.Generator) -> dict:
     for k in ("canal", "for_l", "for_r", "ax_l", "ax_r"):
         gain = torch.as_tensor(rng.uniform(0.8, 1.2, (n, 1, 1, 1, 1))).float()
         b[k] = b[k] * gain.to(b[k].device) + 0.02 * torch.randn_like(b[k])
+    b["feats"] = b["feats"] + 0.02 * torch.randn_like(b["feats"])
     drop = torch.as_tensor(rng.random((n, 2)) < 0.15).to(b["presence"].device)
     b["presence"] = b["presence"] * (~drop).float()
     return b
@@ -126,7 +130,7 @@ def predict_logits(net, data: dict[str, np.ndarray], device: str,  # noqa: ANN00
         for i in range(0, len(data["y"]), batch):
             b = _tensors(data, np.arange(i, min(i + batch, len(data["y"]))), device)
             o, q = net(b["canal"], b["for_l"], b["for_r"], b["ax_l"], b["ax_r"],
-                       b["presence"], b["level"])
+                       b["presence"], b["level"], b["feats"])
             outs.append(o.cpu().numpy())
             lsss.append(q.cpu().numpy())
     return np.concatenate(outs), np.concatenate(lsss)
@@ -204,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"data: {len(train['y'])} train / {len(val['y'])} val level samples "
           f"from {len(seeds)} + {len(val_seeds)} studies in {t_data:.0f}s", flush=True)
 
-    net = GraderNet().to(device)
+    net = GraderNet(use_features=not args.no_features).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     steps = args.epochs * int(np.ceil(len(train["y"]) / args.batch))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps)
@@ -216,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
         for i in range(0, len(order), args.batch):
             b = _augment(_tensors(train, order[i:i + args.batch], device), rng)
             logits, lss = net(b["canal"], b["for_l"], b["for_r"], b["ax_l"], b["ax_r"],
-                              b["presence"], b["level"])
+                              b["presence"], b["level"], b["feats"])
             loss = _loss(logits, lss, b)
             opt.zero_grad()
             loss.backward()
@@ -238,7 +242,8 @@ def run(args: argparse.Namespace) -> int:
           f"({calib})", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     weights = args.out / WEIGHTS_NAME
-    torch.save({"state_dict": best[1], "config": {"width": net.width},
+    torch.save({"state_dict": best[1],
+                "config": {"width": net.width, "use_features": net.use_features},
                 "calibration": calib}, weights)
     card = {
         "summary": SUMMARY,
@@ -247,10 +252,11 @@ def run(args: argparse.Namespace) -> int:
         "task": "stenosis grading: spinal canal, neural foramina, subarticular (RSNA 3-grade, "
                 "LSS 4-grade foramina)",
         "architecture": {"class": "models.grading.learned.GraderNet",
-                         "args": {"width": net.width},
+                         "args": {"width": net.width, "use_features": net.use_features},
                          "description": "3 MONAI 3-D ResNet encoders (sag T2 canal, sag T1 "
                                         "foramina, axial T2 recesses; layers 1-1-1-1) + joint "
-                                        "MLP head per level; temperature-scaled"},
+                                        "MLP head per level that also sees the measurement "
+                                        "grader's scalars; temperature + prior calibrated"},
         "weights": WEIGHTS_NAME,
         "sha256": "0" * 64,  # filled in by registry.write_card
         "training_data": {"source": "lumbar-node synth (synthetic studies only)",
