@@ -66,6 +66,8 @@ class NodeConfig:
     destinations: tuple[Destination, ...] = ()
     return_ports: Mapping[str, int] = field(default_factory=dict)
     api_token: str = ""
+    #: browser origins allowed to call the HTTP API (a viewer such as OHIF served elsewhere)
+    cors_origins: str = ""
     #: bearer token sent with STOW-RS deliveries to DICOMweb destinations
     destination_token: str = ""
     settle_seconds: float = 10.0

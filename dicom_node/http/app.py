@@ -35,6 +35,12 @@ def create_app(config: NodeConfig, sessions: sessionmaker[Session],
     app = FastAPI(title="lumbar-node", docs_url=None, redoc_url=None)
     ingestor = ingestor or Ingestor(config, sessions)
     registry = registry_for(sessions)
+    origins = [o.strip() for o in config.cors_origins.split(",") if o.strip()]
+    if origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "Accept"])
 
     def authorised(request: Request) -> str:
         if not config.api_token:

@@ -15,7 +15,7 @@ from dicom_node.serve import Node
 
 @pytest.fixture()
 def node(node_config):
-    node = Node(node_config, scheduler=False)
+    node = Node(node_config.replace(cors_origins="https://viewer.example"), scheduler=False)
     node.start()
     wait_port(node_config.http_port)
     yield node
@@ -36,6 +36,9 @@ def _stow(client, files, extra=()):
 
 def test_health_and_metrics_open(node, node_config):
     base = f"http://127.0.0.1:{node_config.http_port}"
+    preflight = httpx.options(f"{base}/dicomweb/studies", headers={
+        "Origin": "https://viewer.example", "Access-Control-Request-Method": "GET"})
+    assert preflight.headers["access-control-allow-origin"] == "https://viewer.example"
     assert httpx.get(f"{base}/healthz").json()["status"] == "ok"
     text = httpx.get(f"{base}/metrics").text
     assert "lumbar_instances_received_total 0.0" in text
