@@ -1,0 +1,119 @@
+"""Ingest rate of `lumbar-node serve` against dcmtk storescp and Orthanc, same files, same run.
+
+All three receive over loopback from the same client (dcmtk storescu, one association per
+study, TCP_NODELAY=1 for every dcmtk peer including Orthanc's embedded dcmtk), one peer after
+the other. The node runs as in production: PostgreSQL index, Redis broker, spool with
+fsync; storescp only writes files; Orthanc writes files and its SQLite index.
+
+    .venv/bin/python benchmarks/ingest.py --studies 8 --size 256 --senders 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _harness
+
+
+def make_studies(folder: Path, studies: int, size: int, per_series: int) -> list[list[Path]]:
+    return [_harness.plain_study(folder / f"study{i:03d}", seed=1000 + i, size=size,
+                                 per_series=per_series) for i in range(studies)]
+
+
+def send_all(port: int, studies: Sequence[Sequence[Path]], called: str, senders: int) -> float:
+    """Seconds to send every study (one association each) with ``senders`` in parallel."""
+    def one(files: Sequence[Path]) -> None:
+        done = _harness.storescu(port, files, calling="PACS", called=called)
+        if done.returncode != 0:
+            raise RuntimeError(f"storescu to {called} failed: {done.stderr[-600:]}")
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=senders) as pool:
+        list(pool.map(one, studies))
+    return time.perf_counter() - start
+
+
+def measure(name: str, port: int, called: str, studies: Sequence[Sequence[Path]],
+            senders: int, count: Callable[[], int]) -> dict[str, float]:
+    instances = sum(len(s) for s in studies)
+    megabytes = sum(p.stat().st_size for s in studies for p in s) / 1e6
+    seconds = send_all(port, studies, called, senders)
+    held = count()
+    if held != instances:
+        raise RuntimeError(f"{name} holds {held} instances after receiving {instances}")
+    return {"seconds": seconds, "instances": instances, "inst_s": instances / seconds,
+            "mb_s": megabytes / seconds}
+
+
+def run(studies: int, size: int, per_series: int, senders: int, workdir: Path) -> dict[
+        str, dict[str, float]]:
+    os.environ["TCP_NODELAY"] = "1"  # inherited by Orthanc (dcmtk inside) and storescu
+    sys.path.insert(0, str(_harness.REPO / "tests" / "deploy"))
+    from orthanc import Modality, OrthancServer
+
+    data = make_studies(workdir / "studies", studies, size, per_series)
+    results: dict[str, dict[str, float]] = {}
+
+    with _harness.Storescp(workdir / "storescp", ae_title="STORESCP") as scp:
+        scp.start()
+        results["storescp"] = measure("storescp", scp.port, "STORESCP", data, senders,
+                                      lambda: len(scp.files()))
+
+    nowhere = Modality("NOWHERE", "127.0.0.1", _harness.free_port())
+    sender = {"sender": Modality("PACS", "127.0.0.1", _harness.free_port())}
+    with OrthancServer(workdir / "orthanc", destination=nowhere, stable_age=3600,
+                       extra_modalities=sender) as pacs:
+        results["orthanc"] = measure(
+            "orthanc", pacs.dicom_port, pacs.aet, data, senders,
+            lambda: int(pacs.get_json("/statistics")["CountInstances"]))
+
+    redis = _harness.RedisServer(workdir / "redis").start()
+    try:
+        with _harness.throwaway_database() as db_url:
+            stack = _harness.Stack(workdir / "node", db_url, redis.url, workers=0, pacs=False,
+                                   loglevel="WARNING", settle_seconds=30.0)
+            with stack:
+                results["lumbar-node"] = measure(
+                    "lumbar-node", stack.config.dimse_port, stack.config.ae_title, data,
+                    senders, lambda: len(_harness.spool_files(stack.config.spool)))
+    finally:
+        redis.stop()
+    return results
+
+
+def print_table(results: dict[str, dict[str, float]]) -> None:
+    print(f"{'peer':<12} {'instances':>9} {'seconds':>8} {'inst/s':>8} {'MB/s':>8}")
+    for name, r in results.items():
+        print(f"{name:<12} {r['instances']:>9.0f} {r['seconds']:>8.2f} {r['inst_s']:>8.1f} "
+              f"{r['mb_s']:>8.1f}")
+    node = results["lumbar-node"]["inst_s"]
+    for other in ("orthanc", "storescp"):
+        print(f"lumbar-node / {other}: {node / results[other]['inst_s']:.2f}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", type=int, default=8)
+    parser.add_argument("--size", type=int, default=256, help="image matrix (pixels)")
+    parser.add_argument("--per-series", type=int, default=15)
+    parser.add_argument("--senders", type=int, default=2, help="parallel storescu")
+    args = parser.parse_args(argv)
+    if args.studies < 1 or args.senders < 1 or args.size < 8 or args.per_series < 1:
+        parser.error("--studies, --senders, --per-series must be >= 1 and --size >= 8")
+    with tempfile.TemporaryDirectory(prefix="lumbar-ingest-") as tmp:
+        results = run(args.studies, args.size, args.per_series, args.senders, Path(tmp))
+    print_table(results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
