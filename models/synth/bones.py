@@ -52,15 +52,16 @@ def _part(vert: Vertebra, name: str, centre: tuple[float, float, float], radius:
 
 
 def _ellipsoid_part(vert: Vertebra, name: str, centre: tuple[float, float, float],
-                    axes: tuple[float, float, float], shell: float = 0.75) -> Structure:
+                    axes: tuple[float, float, float], shell: float = 0.75,
+                    power: float = 2.0) -> Structure:
     lab = vert.label
 
     def fn(x: np.ndarray, v: np.ndarray, w: np.ndarray, tissue: np.ndarray,
            label: np.ndarray) -> None:
-        q = ellipsoid(x, v, w, centre, axes)
+        q = ellipsoid(x, v, w, centre, axes, power)
         _bone(tissue, label, q < 1, q > shell, lab)
 
-    return _part(vert, name, centre, max(axes) + 1.0, fn)
+    return _part(vert, name, centre, float(np.linalg.norm(axes)) + 1.0, fn)
 
 
 def _vertebra_parts(vert: Vertebra, sac_w: float, sac_ap: float, tp_len: float
@@ -121,9 +122,9 @@ def _vertebra_parts(vert: Vertebra, sac_w: float, sac_ap: float, tp_len: float
                             (side * (bx + 3.0 + 0.5 * tl), cv + 2.0, 0.12 * vert.height),
                             (0.5 * tl + 1.5, 4.0, 4.5), shell=0.7),
             _ellipsoid_part(vert, f"superior articular process {sname}",
-                            (side * (bx + 2.5), cv - (bv - 1.5), h2 + 2.0), (4.5, 5.5, 8.0)),
+                            (side * (bx + 3.5), cv - (bv - 3.0), h2 + 2.5), (5.5, 6.5, 10.0)),
             _ellipsoid_part(vert, f"inferior articular process {sname}",
-                            (side * (bx + 1.0), cv - (bv + 4.5), -h2 - 3.5), (4.0, 5.0, 8.5)),
+                            (side * (bx + 1.5), cv - (bv + 5.5), -h2 - 3.5), (5.0, 6.0, 10.0)),
         ]
         if thoracic:  # rib heads tell a thoracic vertebra from a lumbar-type one
             parts.append(_ellipsoid_part(vert, f"rib head {sname}",
@@ -164,7 +165,7 @@ def _sacral_parts(vert: Vertebra, sac_w: float, sac_ap: float) -> list[Structure
         parts.append(_ellipsoid_part(
             vert, "ala left" if side > 0 else "ala right",
             (side * (vert.rx * 0.95 + 8.0 * scale), -0.2 * vert.ry, 0.0),
-            (vert.rx * 0.75, vert.ry * 1.05, h2 + 0.4), shell=0.9))
+            (vert.rx * 0.75, vert.ry * 1.05, h2 + 0.8), shell=0.9, power=4.0))
     return parts
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -30,11 +31,15 @@ def run(args: argparse.Namespace) -> int:
     from . import generate_study
     from .pathology import parse_grades
 
-    grades = parse_grades(args.grades) if args.grades else None
     t0 = time.perf_counter()
-    truth = generate_study(args.out, args.seed, stir=args.stir, grades=grades,
-                           variants=args.variant, preview=args.preview, axial=args.axial,
-                           matrix=args.matrix)
+    try:
+        grades = parse_grades(args.grades) if args.grades else None
+        truth = generate_study(args.out, args.seed, stir=args.stir, grades=grades,
+                               variants=args.variant, preview=args.preview, axial=args.axial,
+                               matrix=args.matrix)
+    except ValueError as exc:
+        print(f"lumbar-node synth: error: {exc}", file=sys.stderr)
+        return 2
     took = time.perf_counter() - t0
     series = ", ".join(f"{k}:{len(v['files'])}" for k, v in truth["series"].items())
     abnormal = sum(1 for g in truth["rsna"].values() if g != "Normal/Mild")

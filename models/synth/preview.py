@@ -56,7 +56,8 @@ def write_preview(path: Path, sag_images: dict[str, np.ndarray], sag_labels: np.
                   ax: SeriesPlan, ax_images: dict[str, np.ndarray] | None,
                   ax_labels: np.ndarray | None) -> None:
     mid = sag_labels.shape[0] // 2
-    panels = [_panel(img[mid], sag_labels[mid]) for _, img in sorted(sag_images.items())]
+    order = [w for w in ("T1", "T2", "STIR") if w in sag_images]
+    panels = [_panel(sag_images[w][mid], sag_labels[mid]) for w in order]
     if ax_images is not None and ax_labels is not None:
         idx = [i for i, lv in enumerate(ax.slice_levels) if lv == "L4-L5"]
         k = idx[len(idx) // 2] if idx else len(ax.slices) // 2

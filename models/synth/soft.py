@@ -53,15 +53,14 @@ def _background_painter(anatomy: Anatomy):
         r = np.sqrt((x / hab.half_width) ** 2 + ((vb - centre_v) / half_ap) ** 2)
         depth = (1 - r) * half_ap
         # retroperitoneum: fat behind the bowel, curving back towards the flanks
-        body_mid = sa + E_ANT + ry
         out[vb < front + 2.0 - 0.005 * x * x] = FAT
         # abdominal wall muscles just inside the subcutaneous fat, front and flanks
         out[(depth < hab.fat + 9.0) & (vb > -10.0)] = MUSCLE
         # behind the vertebral bodies: paraspinal muscles and quadratus lumborum, an oval
         # compartment; fat of the flanks beyond it
         ax_ = np.abs(x)
-        half_c = 0.5 * (hab.skin_posterior + body_mid) + 8.0
-        comp = (ax_ / 82.0) ** 2 + ((vb - (body_mid + 8.0 - half_c)) / half_c) ** 2 < 1
+        half_c = 0.5 * (hab.skin_posterior + front) + 1.0
+        comp = (ax_ / 82.0) ** 2 + ((vb - (front + 2.0 - half_c)) / half_c) ** 2 < 1
         out[comp] = MUSCLE
         grow = np.clip((s_l1 - s) / max(s_l1 - s_l5, 1.0), 0.3, 1.1)
         psoas = (((ax_ - (rx + 10.0 + 6.0 * grow)) / (13.0 * grow + 4.0)) ** 2
