@@ -7,6 +7,7 @@ seed's patient the same when only, say, the grades or the variants change.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,9 @@ def generate_study(
         var.append("stir")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("dicom", "labels"):  # a rerun into the same folder leaves no old files
+        shutil.rmtree(out_dir / stale, ignore_errors=True)
+    (out_dir / "preview.png").unlink(missing_ok=True)
     vrng = _rng(seed, 18)
     if "non_lumbar" in var:
         info = study_info(seed, _rng(seed, 13), body_part="BRAIN")
