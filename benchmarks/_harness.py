@@ -417,8 +417,9 @@ class Stack:
             overrides.setdefault("destinations", f"PACS@127.0.0.1:{self.pacs.port}")
         self.config = stack_config(workdir / "data", database_url, broker_url, **overrides)
         self.node = NodeServer(self.config, workdir / "logs", loglevel=loglevel)
-        self.workers = [Worker(self.config, workdir / "logs", name=f"worker{i}",
-                               loglevel=loglevel) for i in range(workers)]
+        # workers log at INFO at least: their start is detected from Celery's "ready." line
+        self.workers = [Worker(self.config, workdir / "logs", name=f"worker{i}")
+                        for i in range(workers)]
         self._engine: Any = None
         self._sessions: Any = None
 
