@@ -69,14 +69,18 @@ def format_table(findings: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.pipeline import analyze_study
+    from models.pipeline import PipelineError, analyze_study
 
     try:
         files = study_files(args.study_dir)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    findings = analyze_study(files, args.out, device=args.device, progress=not args.quiet)
+    try:
+        findings = analyze_study(files, args.out, device=args.device, progress=not args.quiet)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     print(format_table(findings))
     print(f"results in {args.out}")
     return 0 if findings["status"] != "rejected" else 1

@@ -34,6 +34,10 @@ SACRAL_TILT_DEG = 12.0
 RUDIMENTARY_DISC_FRACTION = 0.45
 #: a vertebra above L1 at least this large (height x depth) relative to L1 is lumbar-type
 LUMBAR_TYPE_RATIO = 0.95
+#: behind the disc's posterior margin by more than this (mm), bone belongs to the spinous
+#: process, whose boundary with the next vertebra lies SPINOUS_DROP_MM below the disc plane
+SPINOUS_START_MM = 14.0
+SPINOUS_DROP_MM = 7.0
 #: names of discs counted upwards from the sacrum
 _DISCS_FROM_SACRUM = ("L5-S1", "L4-L5", "L3-L4", "L2-L3", "L1-L2", "T12-L1", "T11-T12", "T10-T11")
 _VERTEBRAE_FROM_SACRUM = ("L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10")
@@ -166,7 +170,15 @@ def label_levels(volume: Volume, semantic: np.ndarray) -> LevelLabelling:
     vidx = np.argwhere(vert)
     vpts = volume.index_to_lps(vidx)
     nearest = np.argmin(((vpts[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
-    above = ((vpts - centres[nearest]) * normals[nearest]).sum(-1) > 0
+    rel = vpts - centres[nearest]
+    # spinous processes slope caudally: behind the facets, the boundary between two
+    # vertebrae lies below the plane of the disc between their bodies
+    posteriors = np.array([_posterior(n, lr) for n in normals])
+    margins = np.array([np.percentile((_voxel_lps(volume, d) - centres[i]) @ posteriors[i], 98)
+                        for i, d in enumerate(discs)])
+    behind = (rel * posteriors[nearest]).sum(-1) - margins[nearest]
+    drop = np.where(behind > SPINOUS_START_MM, SPINOUS_DROP_MM, 0.0)
+    above = (rel * normals[nearest]).sum(-1) > -drop
     slab = nearest + (~above)  # 0 = above the top disc, len(discs) = below the lowest disc
     slabs: list[np.ndarray] = []
     for k in range(len(discs) + 1):
@@ -246,9 +258,7 @@ def label_levels(volume: Volume, semantic: np.ndarray) -> LevelLabelling:
         i = len(discs) - 1 - j
         name = _DISCS_FROM_SACRUM[j]
         cranial = normals[i]
-        posterior = _unit(np.cross(cranial, lr))
-        if posterior[1] < 0:
-            posterior = -posterior
+        posterior = _posterior(cranial, lr)
         level_warn: list[str] = []
         canal_centre = _canal_centre(canal_pts, centres[i], cranial, posterior)
         if canal_centre is None:
@@ -293,6 +303,12 @@ def _lumbar_type_above_l1(volume: Volume, slabs: list[np.ndarray], discs: list[n
     return (f"vertebra counted as T12 is lumbar-sized ({t12[0]:.0f}x{t12[1]:.0f} mm vs L1 "
             f"{l1[0]:.0f}x{l1[1]:.0f} mm): possible six lumbar-type vertebrae (transitional "
             "anatomy); levels are named from the sacrum")
+
+
+def _posterior(cranial: np.ndarray, lr: np.ndarray) -> np.ndarray:
+    """Unit vector in the sagittal plane, perpendicular to ``cranial``, towards LPS +y."""
+    posterior = _unit(np.cross(cranial, lr))
+    return posterior if posterior[1] >= 0 else -posterior
 
 
 def _extent(points: np.ndarray, centre: np.ndarray, direction: np.ndarray) -> float:

@@ -59,7 +59,10 @@ def _require(module: str, name: str) -> Callable[..., Any]:
 def load_segmenter(device: str = "auto") -> SegmenterLike:
     """The registered segmentation model (weights verified against its card)."""
     segmenter_cls = _require("models.segmentation.infer", "Segmenter")
-    return segmenter_cls.load(device=device)
+    try:
+        return segmenter_cls.load(device=device)
+    except (KeyError, OSError, ValueError) as exc:
+        raise PipelineError(f"segmentation model cannot be loaded: {exc}") from exc
 
 
 class _Context:
