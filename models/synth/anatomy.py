@@ -204,7 +204,7 @@ def build_anatomy(
         ry_d = 0.5 * (lower.ry + 0.5 * depth * scale)
         h_c = _DISC_H[lower.name] * scale * rng.uniform(0.92, 1.08)
         if path is not None:
-            h_c *= 1.0 - 0.35 * path.degeneration
+            h_c *= 1.0 - 0.25 * path.degeneration
         h_c = max(h_c, 2 * 0.85 * ry_d * np.tan(np.radians(wedge / 2)) + 2.5)
         d_centre = lower.endplate(True) + 0.5 * h_c * cranial(disc_tilt)
         h_scaled = h * scale * rng.uniform(0.96, 1.04)

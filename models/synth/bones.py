@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .anatomy import Anatomy, Disc, Vertebra
-from .tissues import CORTEX, DISC_BASE, MARROW, Samples, Structure, ellipsoid, put
+from .tissues import ARCH, CORTEX, DISC_BASE, MARROW, Samples, Structure, ellipsoid, put
 
 LocalPainter = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
 
@@ -35,8 +35,8 @@ def _body_sd(x: np.ndarray, v: np.ndarray, w: np.ndarray, rx: float, ry: float,
 
 
 def _bone(tissue: np.ndarray, label: np.ndarray, inside: np.ndarray, shell: np.ndarray,
-          lab: int) -> None:
-    put(tissue, label, inside, MARROW, lab)
+          lab: int, marrow: int = ARCH) -> None:
+    put(tissue, label, inside, marrow, lab)
     put(tissue, label, inside & shell, CORTEX, lab)
 
 
@@ -77,7 +77,7 @@ def _vertebra_parts(vert: Vertebra, sac_w: float, sac_ap: float, tp_len: float
     def body(x: np.ndarray, v: np.ndarray, w: np.ndarray, tissue: np.ndarray,
              label: np.ndarray) -> None:
         sd = _body_sd(x, v, w, vert.rx, vert.ry, h2)
-        _bone(tissue, label, sd < 0, sd > -1.0, lab)
+        _bone(tissue, label, sd < 0, sd > -1.0, lab, MARROW)
 
     def lamina(x: np.ndarray, v: np.ndarray, w: np.ndarray, tissue: np.ndarray,
                label: np.ndarray) -> None:
@@ -143,7 +143,7 @@ def _sacral_parts(vert: Vertebra, sac_w: float, sac_ap: float) -> list[Structure
     def body(x: np.ndarray, v: np.ndarray, w: np.ndarray, tissue: np.ndarray,
              label: np.ndarray) -> None:
         sd = _body_sd(x, v, w, vert.rx, vert.ry, h2 + 0.6, round_mm=1.5)
-        _bone(tissue, label, sd < 0, sd > -1.2, lab)
+        _bone(tissue, label, sd < 0, sd > -1.2, lab, MARROW)
 
     def wall(x: np.ndarray, v: np.ndarray, w: np.ndarray, tissue: np.ndarray,
              label: np.ndarray) -> None:

@@ -13,6 +13,7 @@ from scipy.ndimage import gaussian_filter, map_coordinates
 
 from .tissues import (
     AIR,
+    ARCH,
     CORTEX,
     CSF,
     DISC_BASE,
@@ -37,6 +38,7 @@ _BASE = {
     MUSCLE: (0.33, 0.19, 0.17),
     VISCERA: (0.34, 0.18, 0.26),
     MARROW: (0.68, 0.52, 0.12),
+    ARCH: (0.50, 0.28, 0.10),
     CORTEX: (0.05, 0.04, 0.03),
     CSF: (0.12, 1.00, 1.00),
     NERVE: (0.30, 0.26, 0.32),
@@ -45,7 +47,8 @@ _BASE = {
 }
 _WEIGHTING = {"T1": 0, "T2": 1, "STIR": 2}
 #: multiplicative texture amplitude per tissue
-_TEXTURE = {MARROW: 0.14, VISCERA: 0.35, MUSCLE: 0.12, FAT: 0.06, EPIFAT: 0.05, SKIN: 0.1}
+_TEXTURE = {MARROW: 0.14, ARCH: 0.14, VISCERA: 0.35, MUSCLE: 0.12, FAT: 0.06, EPIFAT: 0.05,
+            SKIN: 0.1}
 
 
 def tissue_table(weighting: str, degenerations: list[float], rng: np.random.Generator

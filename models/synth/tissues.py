@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 AIR, FAT, MUSCLE, VISCERA, MARROW, CORTEX, CSF, NERVE, LIGAMENT, VESSEL, EPIFAT, SKIN = range(12)
+#: marrow of the posterior elements: thin bone, more cortex than marrow in a thick slice
+ARCH = 12
 #: annulus of disc i is ``DISC_BASE + 2 i``, its nucleus ``DISC_BASE + 2 i + 1``
 DISC_BASE = 16
 N_TISSUES = DISC_BASE + 2 * 10
