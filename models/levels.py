@@ -32,6 +32,10 @@ MIN_DISC_FRACTION = 0.2
 SACRAL_TILT_DEG = 12.0
 #: a lowest disc thinner than this fraction of the median disc suggests a transitional segment
 RUDIMENTARY_DISC_FRACTION = 0.45
+#: consecutive discs further apart than this multiple of the median spacing: one is missing
+MISSING_DISC_FACTOR = 1.6
+#: a disc taller than this multiple of the median may be two discs merged
+MERGED_DISC_FACTOR = 2.2
 #: a vertebra above L1 at least this large (height x depth) relative to L1 is lumbar-type
 LUMBAR_TYPE_RATIO = 0.95
 #: behind the disc's posterior margin by more than this (mm), bone belongs to the spinous
@@ -205,6 +209,19 @@ def label_levels(volume: Volume, semantic: np.ndarray) -> LevelLabelling:
         warnings.append("sacrum not identified below the lowest disc "
                         f"(tilt {lowest_tilt:.0f}°, height {below_height:.0f} mm): the lowest "
                         "disc is assumed to be L5-S1")
+    gaps = np.linalg.norm(np.diff(centres, axis=0), axis=1)
+    if len(gaps) >= 3:
+        typical_gap = float(np.median(gaps))
+        for i in np.flatnonzero(gaps > MISSING_DISC_FACTOR * typical_gap):
+            ambiguous = True
+            warnings.append(f"{gaps[i]:.0f} mm between discs {i + 1} and {i + 2} from the top "
+                            f"(typical {typical_gap:.0f} mm): a disc may be missing from the "
+                            "segmentation, levels above it may be misnamed")
+    for i in np.flatnonzero(heights > MERGED_DISC_FACTOR * float(np.median(heights))):
+        ambiguous = True
+        warnings.append(f"disc {i + 1} from the top is {heights[i]:.0f} mm tall (median "
+                        f"{float(np.median(heights)):.0f} mm): merged discs would shift the "
+                        "level names")
     if heights[-1] < RUDIMENTARY_DISC_FRACTION * float(np.median(heights[:-1])):
         ambiguous = True
         warnings.append(f"lowest disc is rudimentary ({heights[-1]:.1f} mm vs median "

@@ -170,3 +170,14 @@ def test_synthetic_levels_match_reference_labels(synth_study, variants):
     assert out.ambiguous == t["transitional_anatomy"], out.warnings
     if t["transitional_anatomy"]:
         assert any("six lumbar-type" in w for w in out.warnings)
+
+
+def test_missing_disc_in_segmentation_is_flagged():
+    vol, sem, _, _ = phantom()
+    out = label_levels(vol, sem)
+    l3l4 = out.instances["L3-L4"].mask
+    damaged = sem.copy()
+    damaged[l3l4] = 1  # the network called the L3-L4 disc bone
+    flagged = label_levels(vol, damaged)
+    assert flagged.ambiguous
+    assert any("disc may be missing" in w for w in flagged.warnings)
