@@ -53,7 +53,9 @@ def _canal_ap_in_labels(study: Path, level: str) -> tuple[float, int]:
 def severe(synth_study) -> Path:
     return synth_study(seed=5, matrix=SMALL, axial="stack", grades={
         "default": "Normal/Mild", "spinal_canal_stenosis_l4_l5": "Severe",
-        "left_neural_foraminal_narrowing_l5_s1": "Moderate"})
+        "left_neural_foraminal_narrowing_l5_s1": "Moderate",
+        "left_neural_foraminal_narrowing_l4_l5": "Severe",
+        "right_subarticular_stenosis_l4_l5": "Severe"})
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +68,7 @@ def test_given_grades_are_the_truth_and_the_rest_follow_default(severe):
     assert truth["rsna"]["spinal_canal_stenosis_l4_l5"] == "Severe"
     assert truth["rsna"]["left_neural_foraminal_narrowing_l5_s1"] == "Moderate"
     assert truth["levels"]["L5-S1"]["lss_foraminal_grade"]["left"] == 2
-    assert sum(g != "Normal/Mild" for g in truth["rsna"].values()) == 2
+    assert sum(g != "Normal/Mild" for g in truth["rsna"].values()) == 4
     assert list(truth["rsna"]) == [rsna_key(*k) for k in finding_keys()]
 
 
@@ -81,6 +83,54 @@ def test_severe_canal_is_narrower_than_normal_in_truth_and_labels(severe, normal
     spacing = float(np.linalg.norm(np.load(severe / "labels/sag_t2.npz")["affine"][:3, 1]))
     assert abs(meas_sev - ap_sev) < 1.5 * spacing
     assert abs(meas_nor - ap_nor) < 1.5 * spacing
+
+
+def _sagittal(study: Path, key: str) -> tuple[list, np.ndarray]:
+    truth = _truth(study)
+    ds = [pydicom.dcmread(study / f) for f in truth["series"][key]["files"]]
+    npz = np.load(study / truth["series"][key]["label_file"])
+    by_sop = {d.SOPInstanceUID: d for d in ds}
+    return [by_sop[s] for s in npz["sop_instance_uids"]], npz["affine"]
+
+
+def _ring_mean(study: Path, key: str, point: list[float], r0: float, r1: float) -> float:
+    """Mean pixel value at r0..r1 mm around an LPS point, in the sagittal slice through it,
+    relative to the image's 99th percentile."""
+    slices, affine = _sagittal(study, key)
+    k, r, c = np.linalg.solve(affine, np.r_[point, 1.0])[:3]
+    img = slices[int(round(k))].pixel_array.astype(float)
+    ps = float(np.linalg.norm(affine[:3, 1]))
+    rr, cc = np.indices(img.shape)
+    dist = np.hypot(rr - r, cc - c) * ps
+    return float(img[(dist >= r0) & (dist <= r1)].mean() / np.percentile(img, 99))
+
+
+def test_foraminal_fat_is_gone_at_severe_narrowing_on_t1(severe, normal):
+    point = {s: _truth(s)["levels"]["L4-L5"]["foramen_centre_lps"]["left"]
+             for s in (severe, normal)}
+    assert _truth(severe)["levels"]["L4-L5"]["lss_foraminal_grade"]["left"] == 3
+    fat_severe = _ring_mean(severe, "sag_t1", point[severe], 3.0, 4.5)
+    fat_normal = _ring_mean(normal, "sag_t1", point[normal], 3.0, 4.5)
+    assert fat_severe < 0.7 * fat_normal
+
+
+def test_severe_subarticular_stenosis_fills_the_lateral_recess(severe, normal):
+    for study, expect_canal in ((normal, True), (severe, False)):
+        lv = _truth(study)["levels"]["L4-L5"]
+        npz = np.load(study / "labels/sag_t2.npz")
+        k, r, c = np.rint(np.linalg.solve(npz["affine"], np.r_[
+            lv["subarticular_centre_lps"]["right"], 1.0])[:3]).astype(int)
+        assert (npz["labels"][k, r, c] == SPIDER_CANAL) == expect_canal
+
+
+def test_partially_seen_vertebrae_carry_the_partial_label(normal):
+    truth = _truth(normal)
+    labels = np.load(normal / "labels/sag_t2.npz")["labels"]
+    values = set(np.unique(labels).tolist())
+    for vt in truth["vertebrae"].values():
+        if vt["partial_in_sagittal"]:
+            assert 100 + vt["label"] in values and vt["label"] not in values
+    assert any(v["partial_in_sagittal"] for v in truth["vertebrae"].values())
 
 
 def test_truth_levels_are_complete_and_consistent(severe):

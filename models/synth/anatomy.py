@@ -264,8 +264,10 @@ def foramen_centre(disc: Disc, side_sign: float, sac_half_width: float) -> np.nd
 
 def subarticular_centre(disc: Disc, side_sign: float, sac_half_width: float,
                         sac_half_ap: float) -> np.ndarray:
-    """Lateral recess beside the thecal sac at the disc level, where the traversing root runs."""
-    return disc.frame.to_lps(side_sign * (sac_half_width * 0.8), -(disc.ry + E_ANT + 2.0), 0.0)
+    """Lateral recess at the disc level: the anterolateral corner of the thecal sac, where
+    the traversing root runs and where facet and flavum overgrowth encroach first."""
+    return disc.frame.to_lps(side_sign * (sac_half_width * 0.7),
+                             -(disc.ry + E_ANT + 0.55 * sac_half_ap), 0.0)
 
 
 def anterior_of(disc: Disc) -> np.ndarray:
