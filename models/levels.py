@@ -42,6 +42,8 @@ LUMBAR_TYPE_RATIO = 0.95
 #: process, whose boundary with the next vertebra lies SPINOUS_DROP_MM below the disc plane
 SPINOUS_START_MM = 14.0
 SPINOUS_DROP_MM = 7.0
+#: bone beside a body (mm³) that counts as rib heads
+RIB_MM3 = 20.0
 #: names of discs counted upwards from the sacrum
 _DISCS_FROM_SACRUM = ("L5-S1", "L4-L5", "L3-L4", "L2-L3", "L1-L2", "T12-L1", "T11-T12", "T10-T11")
 _VERTEBRAE_FROM_SACRUM = ("L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10")
@@ -305,21 +307,57 @@ def _body_size(volume: Volume, slab: np.ndarray, disc: np.ndarray, centre: np.nd
     return _extent(body, centre, normal), float(hi - lo)
 
 
+def _rib_bone_mm3(volume: Volume, slab: np.ndarray, disc: np.ndarray, centre: np.ndarray,
+                  normal: np.ndarray, lr: np.ndarray) -> float:
+    """Bone beside a vertebral body, level with its posterior half: where rib heads sit.
+
+    Lumbar vertebrae have nothing there (pedicles and transverse processes lie behind the
+    body); thoracic ones carry rib heads. Only meaningful when ribs are segmented as bone.
+    """
+    posterior = _posterior(normal, lr)
+    dpts = _voxel_lps(volume, disc) - centre
+    half_width = float(np.percentile(np.abs(dpts @ lr), 98))
+    ap_lo, ap_hi = np.percentile(dpts @ posterior, [2, 98])
+    rel = _voxel_lps(volume, slab) - centre
+    ap = rel @ posterior
+    beside = (np.abs(rel @ lr) > half_width + 2.0) & (ap > 0.5 * (ap_lo + ap_hi)) & (
+        ap <= ap_hi) & ((rel @ normal) > 0)
+    return float(beside.sum() * np.prod(volume.spacing))
+
+
 def _lumbar_type_above_l1(volume: Volume, slabs: list[np.ndarray], discs: list[np.ndarray],
                           centres: np.ndarray, normals: np.ndarray, lr: np.ndarray) -> str | None:
-    """A warning when the vertebra counted as T12 is as large as L1 (six lumbar-type?)."""
+    """A warning when the vertebra counted as T12 looks lumbar (six lumbar-type vertebrae?).
+
+    Rib heads decide where they are segmented: T12 with rib bone is thoracic; T12 without
+    while T11 has some is lumbar-type. Otherwise body size is the weaker cue: a T12 as large
+    as L1.
+    """
     n = len(discs)
     # slabs[k] lies above discs[k]; L1 sits above disc n-5 (L1-L2), T12 above disc n-6
-    l1 = _body_size(volume, slabs[n - 5], discs[n - 5], centres[n - 5], normals[n - 5], lr)
-    t12 = _body_size(volume, slabs[n - 6], discs[n - 6], centres[n - 6], normals[n - 6], lr)
-    if l1 is None or t12 is None:
+    t12 = n - 6
+    if _touches_edge(slabs[t12]):
         return None
-    ratio = (t12[0] * t12[1]) / max(l1[0] * l1[1], 1e-6)
+    ribs_t12 = _rib_bone_mm3(volume, slabs[t12], discs[t12], centres[t12], normals[t12], lr)
+    if ribs_t12 > RIB_MM3:
+        return None
+    if n >= 7:  # a partly seen T11 still shows rib heads when it has them
+        ribs_t11 = _rib_bone_mm3(volume, slabs[n - 7], discs[n - 7], centres[n - 7],
+                                 normals[n - 7], lr)
+        if ribs_t11 > RIB_MM3:
+            return ("vertebra counted as T12 has no rib heads while the one above has: six "
+                    "lumbar-type vertebrae (transitional anatomy); levels are named from the "
+                    "sacrum")
+    l1 = _body_size(volume, slabs[n - 5], discs[n - 5], centres[n - 5], normals[n - 5], lr)
+    t12_size = _body_size(volume, slabs[t12], discs[t12], centres[t12], normals[t12], lr)
+    if l1 is None or t12_size is None:
+        return None
+    ratio = (t12_size[0] * t12_size[1]) / max(l1[0] * l1[1], 1e-6)
     if ratio < LUMBAR_TYPE_RATIO:
         return None
-    return (f"vertebra counted as T12 is lumbar-sized ({t12[0]:.0f}x{t12[1]:.0f} mm vs L1 "
-            f"{l1[0]:.0f}x{l1[1]:.0f} mm): possible six lumbar-type vertebrae (transitional "
-            "anatomy); levels are named from the sacrum")
+    return (f"vertebra counted as T12 is lumbar-sized ({t12_size[0]:.0f}x{t12_size[1]:.0f} mm "
+            f"vs L1 {l1[0]:.0f}x{l1[1]:.0f} mm): possible six lumbar-type vertebrae "
+            "(transitional anatomy); levels are named from the sacrum")
 
 
 def _posterior(cranial: np.ndarray, lr: np.ndarray) -> np.ndarray:
