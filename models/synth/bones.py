@@ -21,7 +21,7 @@ LocalPainter = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndar
 def _body_sd(x: np.ndarray, v: np.ndarray, w: np.ndarray, rx: float, ry: float,
              half_h: float, round_mm: float = 2.5) -> np.ndarray:
     """Approximate signed distance (mm) to a vertebral body: kidney-ish axial outline with a
-    flatter posterior wall, a slight waist, and rounded endplate rims."""
+    flatter posterior wall, a slight waist, rounded rims and slightly concave endplates."""
     waist = 1.0 - 0.07 * np.clip(1.0 - (w / half_h) ** 2, 0.0, 1.0)
     ax = x / (rx * waist)
     av = v / (ry * waist)
@@ -29,7 +29,7 @@ def _body_sd(x: np.ndarray, v: np.ndarray, w: np.ndarray, rx: float, ry: float,
     ax3, av3 = ax2 * np.abs(ax), av2 * np.abs(av)
     e = np.where(v >= 0, np.cbrt(ax3 + av3), np.sqrt(np.sqrt(ax2 * ax2 + av2 * av2)))
     qa = (e - 1.0) * ry + round_mm
-    qw = np.abs(w) - half_h + round_mm
+    qw = np.abs(w) - half_h + 0.9 * np.clip(1.0 - e * e, 0.0, 1.0) + round_mm
     outside = np.sqrt(np.maximum(qa, 0) ** 2 + np.maximum(qw, 0) ** 2)
     return outside + np.minimum(np.maximum(qa, qw), 0) - round_mm
 
@@ -64,8 +64,10 @@ def _ellipsoid_part(vert: Vertebra, name: str, centre: tuple[float, float, float
     return _part(vert, name, centre, float(np.linalg.norm(axes)) + 1.0, fn)
 
 
-def _vertebra_parts(vert: Vertebra, sac_w: float, sac_ap: float, tp_len: float
-                    ) -> list[Structure]:
+def _vertebra_parts(vert: Vertebra, sac_w: float, sac_ap: float, tp_len: float,
+                    spurs: tuple[float, float] = (0.0, 0.0)) -> list[Structure]:
+    """Body, arch and processes; ``spurs`` (mm) are anterior osteophytes at the (lower,
+    upper) endplate rims, grown where the neighbouring disc has degenerated."""
     h2 = 0.5 * vert.height
     bx, bv = sac_w + 3.5, sac_ap + 3.5  # bony canal half width / half AP
     cv = vert.canal_v
@@ -111,6 +113,11 @@ def _vertebra_parts(vert: Vertebra, sac_w: float, sac_ap: float, tp_len: float
                                         -0.18 * vert.height - 0.5 * sp_drop * sp_len),
               0.5 * sp_len + 0.4 * vert.height + 8.0, spinous),
     ]
+    for size, sign, where in ((spurs[0], -1.0, "lower"), (spurs[1], 1.0, "upper")):
+        if size > 0.3:
+            parts.append(_ellipsoid_part(
+                vert, f"osteophyte {where}", (0.0, vert.ry + 0.3 * size, sign * (h2 - 1.5)),
+                (0.55 * vert.rx, 0.8 * size + 0.8, 1.2 + 0.5 * size), shell=0.7))
     tl = 16.0 if thoracic else tp_len
     for side in (-1.0, 1.0):
         sname = "left" if side > 0 else "right"
@@ -223,5 +230,9 @@ def bone_structures(anatomy: Anatomy) -> list[Structure]:
         tp = {"L3": 26.0, "L5": 30.0}.get(vert.name, 22.0)
         if anatomy.transitional and vert.name == "L5":
             tp = 38.0
-        out += _vertebra_parts(vert, sw, sa, tp)
+        degen = {d.upper.name: d.degeneration for d in anatomy.discs if d.pathology}
+        degen_up = {d.lower.name: d.degeneration for d in anatomy.discs if d.pathology}
+        spurs = (max(0.0, 7.0 * (degen.get(vert.name, 0.0) - 0.55)),
+                 max(0.0, 7.0 * (degen_up.get(vert.name, 0.0) - 0.55)))
+        out += _vertebra_parts(vert, sw, sa, tp, spurs)
     return out
