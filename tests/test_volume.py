@@ -12,6 +12,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     EnhancedMRImageStorage,
     ExplicitVRLittleEndian,
+    JPEGLSLossless,
     MRImageStorage,
     RLELossless,
     generate_uid,
@@ -152,17 +153,18 @@ def test_uneven_spacing_reported(tmp_path: Path):
     assert any("uneven slice spacing" in w for w in result.warnings)
 
 
-def test_rle_compressed_instances(tmp_path: Path):
+@pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless])
+def test_compressed_instances(tmp_path: Path, syntax):
     uid = generate_uid()
     files = []
     for k in range(3):
         path = tmp_path / f"IM{k}.dcm"
         write_instance(path, uid, SAG, np.array([2.0 * k, 0.0, 0.0]), value=100 + k)
         ds = pydicom.dcmread(path)
-        ds.compress(RLELossless)
+        ds.compress(syntax)
         ds.save_as(path)
         files.append(path)
-    assert pydicom.dcmread(files[0]).file_meta.TransferSyntaxUID == RLELossless
+    assert pydicom.dcmread(files[0]).file_meta.TransferSyntaxUID == syntax
     vol = load_volume(files)
     assert [int(vol.array[k, 3, 3]) for k in range(3)] == [102, 101, 100]
 
