@@ -45,6 +45,10 @@ class Vertebra:
     rx: float
     kind: str  # "lumbar", "thoracic" or "sacral"
     canal_v: float  # v of the canal centre in this frame (negative: posterior)
+    #: focal marrow lesions: (kind "fatty" | "edema", local centre (x, v, w), radius mm)
+    lesions: list[tuple[str, tuple[float, float, float], float]] = field(default_factory=list)
+    #: Modic change at the (lower, upper) endplate: 0 none, 1 oedema, 2 fatty
+    modic: tuple[int, int] = (0, 0)
 
     @property
     def centre(self) -> np.ndarray:
@@ -248,7 +252,28 @@ def build_anatomy(
     l1, s1 = anatomy.vertebra("L1"), anatomy.vertebra("S1")
     anatomy.conus_s = canal.project(l1.endplate(False)) + rng.uniform(-8.0, 8.0)
     anatomy.sac_end_s = canal.project(s1.centre) - rng.uniform(15.0, 30.0)
+    _draw_marrow(anatomy, np.random.default_rng(rng.integers(2**32)))
     return anatomy
+
+
+def _draw_marrow(anatomy: Anatomy, rng: np.random.Generator) -> None:
+    """Haemangiomas (fatty, bright on T1 and T2) and Modic endplate changes beside
+    degenerated discs, so marrow is not uniformly grey."""
+    below = {d.upper.name: d.degeneration for d in anatomy.discs if d.pathology}
+    above = {d.lower.name: d.degeneration for d in anatomy.discs if d.pathology}
+    for vert in anatomy.vertebrae:
+        if vert.kind == "sacral":
+            continue
+        if rng.random() < 0.12:
+            r = rng.uniform(3.0, 7.0)
+            centre = (rng.uniform(-0.5, 0.5) * vert.rx, rng.uniform(-0.4, 0.4) * vert.ry,
+                      rng.uniform(-0.3, 0.3) * vert.height)
+            vert.lesions.append(("fatty", centre, float(r)))
+        modic = []
+        for degen in (below.get(vert.name, 0.0), above.get(vert.name, 0.0)):
+            u = rng.random()
+            modic.append(0 if degen < 0.6 or u > 0.6 else (1 if u < 0.25 else 2))
+        vert.modic = (modic[0], modic[1])
 
 
 def canal_centre_at_disc(anatomy: Anatomy, disc: Disc) -> np.ndarray:

@@ -13,7 +13,18 @@ from collections.abc import Callable
 import numpy as np
 
 from .anatomy import Anatomy, Disc, Vertebra
-from .tissues import ARCH, CORTEX, DISC_BASE, MARROW, Samples, Structure, ellipsoid, put
+from .tissues import (
+    ARCH,
+    CORTEX,
+    DISC_BASE,
+    FATTY,
+    MARROW,
+    OEDEMA,
+    Samples,
+    Structure,
+    ellipsoid,
+    put,
+)
 
 LocalPainter = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
 
@@ -80,6 +91,14 @@ def _vertebra_parts(vert: Vertebra, sac_w: float, sac_ap: float, tp_len: float,
              label: np.ndarray) -> None:
         sd = _body_sd(x, v, w, vert.rx, vert.ry, h2)
         _bone(tissue, label, sd < 0, sd > -1.0, lab, MARROW)
+        core = sd < -1.0
+        for kind, centre, radius in vert.lesions:
+            q = ellipsoid(x, v, w, centre, (radius, radius, radius))
+            put(tissue, label, core & (q < 1), FATTY if kind == "fatty" else OEDEMA, None)
+        for sign, modic in ((-1.0, vert.modic[0]), (1.0, vert.modic[1])):
+            if modic:
+                band = core & (sign * w > h2 - 5.0) & (np.abs(v) < 0.8 * vert.ry)
+                put(tissue, label, band, OEDEMA if modic == 1 else FATTY, None)
 
     def lamina(x: np.ndarray, v: np.ndarray, w: np.ndarray, tissue: np.ndarray,
                label: np.ndarray) -> None:

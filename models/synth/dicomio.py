@@ -175,7 +175,7 @@ def build_dataset(
     inversion = tim.inversion is not None
     ds.ScanningSequence = ["SE", "IR"] if inversion else "SE"
     ds.SequenceVariant = (info.vendor.variant.split("\\") + (["MP"] if inversion else []))
-    ds.ScanOptions = "IR" if inversion else ""
+    ds.ScanOptions = ""
     ds.MRAcquisitionType = "2D"
     ds.SequenceName = ("*tir2d1_" if inversion else "*tse2d1_") + str(tim.echo_train)
     ds.SliceThickness = _ds(geom.thickness)

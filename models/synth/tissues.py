@@ -17,6 +17,8 @@ import numpy as np
 AIR, FAT, MUSCLE, VISCERA, MARROW, CORTEX, CSF, NERVE, LIGAMENT, VESSEL, EPIFAT, SKIN = range(12)
 #: marrow of the posterior elements: thin bone, more cortex than marrow in a thick slice
 ARCH = 12
+#: marrow oedema (Modic 1) and fatty marrow (Modic 2, haemangioma)
+OEDEMA, FATTY = 13, 14
 #: annulus of disc i is ``DISC_BASE + 2 i``, its nucleus ``DISC_BASE + 2 i + 1``
 DISC_BASE = 16
 N_TISSUES = DISC_BASE + 2 * 10

@@ -74,6 +74,8 @@ def vertebrae_truth(anatomy: Anatomy, partial: list[str]) -> dict[str, Any]:
             "label": spider_vertebra_label(vert.name),
             "lumbar_type": vert.kind == "lumbar",
             "partial_in_sagittal": vert.name in partial,
+            "modic": {"lower": vert.modic[0], "upper": vert.modic[1]},
+            "marrow_lesions": len(vert.lesions),
         }
     return out
 
