@@ -145,11 +145,14 @@ class PgCluster:
     """A throwaway PostgreSQL cluster (initdb) on a free port, owned by the postgres user
     when run as root, so it can be stopped and started without touching the shared server."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self) -> None:
+        import tempfile
+
         self.port = free_port()
-        self.workdir = workdir
-        self.data = workdir / "pgdata"
-        self.log = workdir / "postgres.log"
+        # its own folder under /tmp: callers' temporary folders are private to root
+        self.workdir = Path(tempfile.mkdtemp(prefix="lumbar-pg-"))
+        self.data = self.workdir / "pgdata"
+        self.log = self.workdir / "postgres.log"
 
     def _run(self, *argv: str) -> None:
         cmd = list(argv)
@@ -160,7 +163,7 @@ class PgCluster:
             raise RuntimeError(f"{' '.join(argv[:2])} failed: {done.stderr.strip()[-500:]}")
 
     def init(self) -> PgCluster:
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir.chmod(0o755)
         if os.geteuid() == 0:
             shutil.chown(self.workdir, "postgres", "postgres")
         self._run(_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
@@ -194,7 +197,14 @@ class PgCluster:
         return self.init()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop("immediate")
+        self.remove()
+
+    def remove(self) -> None:
+        """Stop the server and delete the cluster."""
+        try:
+            self.stop("immediate")
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,50 @@
+"""Faults while studies arrive (scaled down from benchmarks/faults.py): afterwards no
+instance lost, no study stuck, no result delivered twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faults
+import load
+import pytest
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory: pytest.TempPathFactory) -> list[list[Path]]:
+    return load.make_studies(tmp_path_factory.mktemp("fault-studies"), 2, 64, True)
+
+
+def test_worker_killed_mid_study_is_rerun_once(tmp_path, studies, database_url, redis_server):
+    result = faults.worker_kill(tmp_path, studies[:1], database_url, redis_server.url,
+                                timeout=240)
+    assert result["problems"] == []
+    assert result["killed_running"], "the kill should land while the job runs"
+    assert result["requeued"] >= 1
+    entry = next(iter(result["report"].values()))
+    assert entry["job_attempts"] >= 2  # the killed run, then the re-run
+
+
+def test_redis_restart_while_studies_arrive(tmp_path, studies, database_url):
+    result = faults.redis_restart(tmp_path, studies, database_url, down_s=2.0, timeout=240)
+    assert result["problems"] == []
+    assert all(e["job_state"] in ("done", "failed") for e in result["report"].values())
+
+
+def test_postgres_restart_while_studies_arrive(tmp_path, studies, redis_server):
+    result = faults.postgres_restart(tmp_path, studies, redis_server.url, down_s=2.0,
+                                     timeout=240)
+    assert result["problems"] == []
+    assert sum(e["instances"] for e in result["report"].values()) == sum(map(len, studies))
+
+
+def test_pacs_down_then_back(tmp_path, studies, database_url, redis_server):
+    result = faults.pacs_down(tmp_path, studies, database_url, redis_server.url, down_s=15.0,
+                              timeout=240)
+    assert result["problems"] == []
+    if result["deliveries_created"] == 0:
+        reasons = {e["job_reason"] for e in result["report"].values()}
+        pytest.skip(f"the pipeline produced no result objects to deliver: {reasons}")
+    assert result["failed_attempts"] >= 1  # the PACS really was down for a while
+    assert result["results_at_pacs"] == sum(len(e["result_sops"])
+                                            for e in result["report"].values())
