@@ -171,6 +171,7 @@ def build_dataset(
     ds.PatientID = info.patient_id
     ds.PatientBirthDate = info.birth_date
     ds.PatientSex = info.sex
+    ds.PatientAge = f"{int(info.study_date[:4]) - int(info.birth_date[:4]):03d}Y"
     ds.BodyPartExamined = info.body_part
     inversion = tim.inversion is not None
     ds.ScanningSequence = ["SE", "IR"] if inversion else "SE"

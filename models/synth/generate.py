@@ -72,7 +72,8 @@ def generate_study(
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("dicom", "labels"):  # a rerun into the same folder leaves no old files
         shutil.rmtree(out_dir / stale, ignore_errors=True)
-    (out_dir / "preview.png").unlink(missing_ok=True)
+    for stale_file in ("preview.png", "truth.json"):  # truth.json last written: study complete
+        (out_dir / stale_file).unlink(missing_ok=True)
     vrng = _rng(seed, 18)
     if "non_lumbar" in var:
         info = study_info(seed, _rng(seed, 13), body_part="BRAIN")
