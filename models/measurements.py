@@ -129,37 +129,51 @@ def _canal_ap(volume: Volume, canal: np.ndarray, geom: LevelGeometry) -> dict | 
                       (mid_t - value / 2, mid_t + value / 2))
 
 
-def _fit_endplates(cal: _Caliper, mask: np.ndarray, centre: np.ndarray, cranial: np.ndarray,
-                   posterior: np.ndarray, mid: float, half: float) -> (
+def _fit_surfaces(cal: _Caliper, mask: np.ndarray, centre: np.ndarray, cranial: np.ndarray,
+                  posterior: np.ndarray, mid: float, half: float, at: float = 0.0) -> (
         tuple[np.ndarray, np.ndarray] | None):
-    """Lines t(v) of the lower and upper disc surfaces over the central part of the disc."""
+    """Parabolas t(v) of the lower and upper surface of a structure across its central part.
+
+    Endplates are slightly concave, so a straight line through the central samples would
+    sit inside the rims; a parabola follows the dip and its chord between the rims is the
+    plane a reader draws from rim to rim.
+    """
     vs, lows, highs = [], [], []
     for v in mid + half * np.linspace(-DISC_FIT_RANGE, DISC_FIT_RANGE, 15):
-        run = _run_at(cal.runs(mask, centre + v * posterior, cranial, -25.0, 25.0), 0.0)
-        if run is not None and run[0] < 0.0 < run[1]:
+        run = _run_at(cal.runs(mask, centre + v * posterior, cranial, at - 40.0, at + 40.0), at)
+        if run is not None and run[0] < at < run[1]:
             vs.append(v)
             lows.append(run[0])
             highs.append(run[1])
-    if len(vs) < 5:
+    if len(vs) < 7:
         return None
-    return np.polyfit(vs, lows, 1), np.polyfit(vs, highs, 1)
+    return np.polyfit(vs, lows, 2), np.polyfit(vs, highs, 2)
+
+
+def _chord(fit: np.ndarray, v: float, mid: float, half: float) -> float:
+    """Value at v of the straight line through the parabola's points at the two rims."""
+    a, b = float(np.polyval(fit, mid - half)), float(np.polyval(fit, mid + half))
+    return a + (b - a) * (v - (mid - half)) / (2 * half)
 
 
 def _endplate_span(cal: _Caliper, bodies: list[np.ndarray], centre: np.ndarray,
                    cranial: np.ndarray, posterior: np.ndarray,
-                   fits: tuple[np.ndarray, np.ndarray]) -> tuple[float, float] | None:
+                   fits: tuple[np.ndarray, np.ndarray], mid: float,
+                   half: float) -> tuple[float, float] | None:
     """AP extent of the two endplates next to the disc (mean of the upper and lower body).
 
     The disc's own extent includes any bulge, which would shift the anterior and posterior
     measuring points; the bony endplate rims do not move with disc disease. Each body is
-    crossed 3 mm inside it, parallel to its endplate (a wedged disc tilts the two apart).
+    crossed 6 mm inside it, clear of rim osteophytes, parallel to its endplate (a wedged disc
+    tilts the two apart).
     """
     spans = []
-    for mask, fit, offset in zip(bodies, (fits[1], fits[0]), (3.0, -3.0), strict=True):
-        slope, intercept = float(fit[0]), float(fit[1])
+    for mask, fit, offset in zip(bodies, (fits[1], fits[0]), (6.0, -6.0), strict=True):
+        t_a, t_p = _chord(fit, mid - half, mid, half), _chord(fit, mid + half, mid, half)
+        slope = (t_p - t_a) / (2 * half)
         direction = posterior + slope * cranial
         scale = float(np.linalg.norm(direction))
-        origin = centre + (intercept + offset) * cranial
+        origin = centre + (_chord(fit, 0.0, mid, half) + offset) * cranial
         run = _run_at(cal.runs(mask, origin, direction / scale, -60.0, 60.0), 0.0)
         if run is not None and run[0] < 0.0 < run[1]:
             spans.append((run[0] / scale, run[1] / scale))  # back to v along ``posterior``
@@ -171,30 +185,47 @@ def _endplate_span(cal: _Caliper, bodies: list[np.ndarray], centre: np.ndarray,
 def _disc_heights(cal: _Caliper, mask: np.ndarray, bodies: list[np.ndarray],
                   centre: np.ndarray, cranial: np.ndarray, posterior: np.ndarray,
                   ap: tuple[float, float]) -> tuple[list[dict], list[str]]:
-    """Anterior and posterior disc heights between straight endplate lines.
+    """Anterior and posterior disc heights between the endplate chords.
 
-    The lower and upper disc surfaces are sampled across the central part of the disc and a
-    line is fitted to each, as a reader would draw the endplates; the heights are read off
-    those lines at 85 % of the endplates' half depth, which avoids the rounded vertebral rims
-    where the bare mask over-measures.
+    Read at 85 % of the endplates' half depth from the centre, which avoids the rounded
+    vertebral rims where the bare mask over-measures.
     """
     mid, half = 0.5 * (ap[0] + ap[1]), 0.5 * (ap[1] - ap[0])
-    fits = _fit_endplates(cal, mask, centre, cranial, posterior, mid, half)
+    fits = _fit_surfaces(cal, mask, centre, cranial, posterior, mid, half)
     if fits is None:
         return [], ["disc heights: too few endplate samples on the mid-sagittal slice"]
-    span = _endplate_span(cal, bodies, centre, cranial, posterior, fits) if len(
+    span = _endplate_span(cal, bodies, centre, cranial, posterior, fits, mid, half) if len(
         bodies) == 2 else None
     if span is not None:
         mid, half = 0.5 * (span[0] + span[1]), 0.5 * (span[1] - span[0])
-        fits = _fit_endplates(cal, mask, centre, cranial, posterior, mid, half) or fits
+        fits = _fit_surfaces(cal, mask, centre, cranial, posterior, mid, half) or fits
     lo_fit, hi_fit = fits
     records = []
     for name, v in (("disc_height_anterior", mid - DISC_HEIGHT_AT * half),
                     ("disc_height_posterior", mid + DISC_HEIGHT_AT * half)):
         origin = centre + v * posterior
-        run = (float(np.polyval(lo_fit, v)), float(np.polyval(hi_fit, v)))
+        run = (_chord(lo_fit, v, mid, half), _chord(hi_fit, v, mid, half))
         records.append(cal.record(name, origin, cranial, run))
     return records, []
+
+
+def _body_height(cal: _Caliper, mask: np.ndarray, centre: np.ndarray, cranial: np.ndarray,
+                 posterior: np.ndarray, name: str) -> dict | None:
+    """Height of the vertebral body above the disc, between its endplate chords at mid-depth."""
+    runs = [r for r in cal.runs(mask, centre, cranial, 0.0, 60.0) if r[0] > 0]
+    if not runs:
+        return None
+    t_mid = 0.5 * (runs[0][0] + runs[0][1])
+    ap = _run_at(cal.runs(mask, centre + t_mid * cranial, posterior, -60.0, 60.0), 0.0)
+    if ap is None or not ap[0] < 0.0 < ap[1]:
+        return None
+    mid, half = 0.5 * (ap[0] + ap[1]), 0.5 * (ap[1] - ap[0])
+    fits = _fit_surfaces(cal, mask, centre, cranial, posterior, mid, half, at=t_mid)
+    if fits is None:
+        return None
+    origin = centre + mid * posterior
+    run = (_chord(fits[0], mid, mid, half), _chord(fits[1], mid, mid, half))
+    return cal.record("vertebral_body_height", origin, cranial, run, vertebra=name)
 
 
 def measure_level(volume: Volume, semantic: np.ndarray, labelling: LevelLabelling,
@@ -232,10 +263,10 @@ def measure_level(volume: Volume, semantic: np.ndarray, labelling: LevelLabellin
         notes += missing
 
     if upper is not None and height_runs is not None:
-        runs = [r for r in cal.runs(upper.mask, centre, cranial, 0.0, 60.0) if r[0] > 0]
-        if runs and not upper.partial:
-            out.append(cal.record("vertebral_body_height", centre, cranial, runs[0],
-                                  vertebra=upper_name))
+        body = None if upper.partial else _body_height(cal, upper.mask, centre, cranial,
+                                                       posterior, upper_name)
+        if body is not None:
+            out.append(body)
         else:
             notes.append(f"vertebral body height: {upper_name} not fully seen")
     if upper is not None and lower is not None and height_runs is not None:
