@@ -195,13 +195,14 @@ def _sacral_parts(vert: Vertebra, sac_w: float, sac_ap: float) -> list[Structure
     return parts
 
 
-def disc_tissues(index: int) -> tuple[int, int]:
-    """(annulus, nucleus) tissue ids of disc ``index`` (caudal first)."""
-    return DISC_BASE + 2 * index, DISC_BASE + 2 * index + 1
+def disc_tissues(index: int) -> tuple[int, int, int]:
+    """(annulus, inner annulus, nucleus) tissue ids of disc ``index`` (caudal first)."""
+    base = DISC_BASE + 3 * index
+    return base, base + 1, base + 2
 
 
 def _disc_painter(disc: Disc, index: int) -> Callable[[Samples, np.ndarray, np.ndarray], None]:
-    annulus, nucleus = disc_tissues(index)
+    annulus, inner, nucleus = disc_tissues(index)
     lo, up = disc.lower, disc.upper
     lo_pt = lo.endplate(True).astype(np.float32)
     up_pt = up.endplate(False).astype(np.float32)
@@ -227,6 +228,7 @@ def _disc_painter(disc: Disc, index: int) -> Callable[[Samples, np.ndarray, np.n
         put(tissue, label, inside, annulus, disc.label)
         q = ellipsoid(x, v, w, (0.0, -0.1 * disc.ry, 0.0),
                       (0.62 * disc.rx, 0.56 * disc.ry, 0.36 * disc.height))
+        put(tissue, label, inside & (q < 1.25), inner, disc.label)
         nuc = inside & (q < 1)
         if cleft:
             nuc &= np.abs(w) > 0.45

@@ -67,17 +67,29 @@ def tissue_table(weighting: str, degenerations: list[float], rng: np.random.Gene
     for i, d in enumerate(degenerations):
         annulus = (0.30, 0.10, 0.09)[col] * rng.uniform(0.9, 1.1)
         nucleus = (0.42 - 0.12 * d, 0.85 - 0.72 * d, 0.80 - 0.62 * d)[col]
-        table[DISC_BASE + 2 * i] = annulus
-        table[DISC_BASE + 2 * i + 1] = nucleus * rng.uniform(0.95, 1.05)
+        nucleus *= rng.uniform(0.95, 1.05)
+        table[DISC_BASE + 3 * i] = annulus
+        table[DISC_BASE + 3 * i + 1] = 0.5 * (annulus + nucleus)
+        table[DISC_BASE + 3 * i + 2] = nucleus
     return table
 
 
-def texture_table() -> np.ndarray:
+#: fine-grain texture amplitude per tissue
+_GRAIN = {MARROW: 0.10, ARCH: 0.10, FATTY: 0.08, OEDEMA: 0.08, MUSCLE: 0.07, VISCERA: 0.12,
+          FAT: 0.04, EPIFAT: 0.05}
+
+
+def texture_table() -> tuple[np.ndarray, np.ndarray]:
+    """(coarse, fine) multiplicative texture amplitudes per tissue."""
     amp = np.full(N_TISSUES, 0.03, dtype=np.float32)
     for tissue, a in _TEXTURE.items():
         amp[tissue] = a
     amp[AIR] = 0.0
-    return amp
+    fine = np.full(N_TISSUES, 0.02, dtype=np.float32)
+    for tissue, a in _GRAIN.items():
+        fine[tissue] = a
+    fine[AIR] = 0.0
+    return amp, fine
 
 
 class NoiseField:

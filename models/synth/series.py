@@ -174,11 +174,11 @@ def render(
     """Images (float32, [slice,row,col]) per weighting, and centre-plane labels."""
     degen = [d.degeneration for d in anatomy.discs]
     tables = {w: tissue_table(w, degen, rng) for w in weightings}
-    amp = texture_table()
+    amp, fine = texture_table()
     bias_coeffs = np.array([rng.uniform(85.0, 135.0), rng.uniform(220.0, 320.0),
                             rng.uniform(-0.12, 0.12)])
     s_centre = anatomy.canal.project(anatomy.vertebra("L3").centre)
-    sigma = rng.uniform(0.022, 0.04)
+    sigma = rng.uniform(0.025, 0.045)
     rows, cols = slices[0].rows, slices[0].cols
     images = {w: np.zeros((len(slices), rows, cols), np.float32) for w in weightings}
     labels = np.zeros((len(slices), rows, cols), np.uint16)
@@ -192,8 +192,12 @@ def render(
                                     geom.spacing, 0.5 * geom.thickness)
         mid = subsamples // 2
         labels[i] = label[mid]
-        (field,) = _smooth(lambda q: (noise.sample(q),), geom, offs[mid : mid + 1], 2)
-        tex = 1.0 + amp[tissue[mid]] * field[0]
+        (coarse,) = _smooth(lambda q: (noise.sample(q),), geom, offs[mid : mid + 1], 2)
+        # fine grain (trabecular bone, muscle fibres) at about a millimetre
+        grain = gaussian_filter(rng.standard_normal((rows, cols), dtype=np.float32),
+                                0.7 / geom.spacing[0] + 0.3)
+        grain *= np.float32(1.0 / (grain.std() + 1e-6))
+        tex = 1.0 + amp[tissue[mid]] * coarse[0] + fine[tissue[mid]] * grain
         back = bv[0] + anatomy.habitus.skin_posterior
         gain = bias_field(back, bs[0], s_centre, bias_coeffs)
         for w in weightings:

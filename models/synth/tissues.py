@@ -19,9 +19,10 @@ AIR, FAT, MUSCLE, VISCERA, MARROW, CORTEX, CSF, NERVE, LIGAMENT, VESSEL, EPIFAT,
 ARCH = 12
 #: marrow oedema (Modic 1) and fatty marrow (Modic 2, haemangioma)
 OEDEMA, FATTY = 13, 14
-#: annulus of disc i is ``DISC_BASE + 2 i``, its nucleus ``DISC_BASE + 2 i + 1``
+#: disc i: annulus ``DISC_BASE + 3 i``, inner annulus ``+ 1`` (the transition zone that
+#: blurs the nucleus edge), nucleus ``+ 2``
 DISC_BASE = 16
-N_TISSUES = DISC_BASE + 2 * 10
+N_TISSUES = DISC_BASE + 3 * 10
 
 
 @dataclass
