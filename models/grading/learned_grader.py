@@ -81,7 +81,7 @@ class LearnedGrader:
         import torch
 
         def t(name: str) -> torch.Tensor:
-            return torch.as_tensor(batch[name]).float().unsqueeze(1).to(self.device)
+            return torch.as_tensor(batch[name]).float().to(self.device)
 
         with torch.inference_mode():
             out, lss = self.net(  # type: ignore[operator]

@@ -48,7 +48,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-features", action="store_true",
                         help="crops only: do not give the head the measured scalars")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (more than one thrashes on a busy machine)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel study generation")
 
 
@@ -78,7 +79,7 @@ def _tensors(data: dict[str, np.ndarray], idx: np.ndarray, device: str) -> dict:
 
     out = {}
     for k in ("canal", "for_l", "for_r", "ax_l", "ax_r"):
-        out[k] = torch.as_tensor(data[k][idx]).float().unsqueeze(1).to(device)
+        out[k] = torch.as_tensor(data[k][idx]).float().to(device)
     out["presence"] = torch.as_tensor(data["presence"][idx]).float().to(device)
     out["level"] = torch.as_tensor(data["level"][idx]).long().to(device)
     out["feats"] = torch.as_tensor(data["feats"][idx]).float().to(device)
@@ -93,7 +94,7 @@ def _augment(b: dict, rng: np.random.Generator) -> dict:
 
     n = b["canal"].shape[0]
     for k in ("canal", "for_l", "for_r", "ax_l", "ax_r"):
-        gain = torch.as_tensor(rng.uniform(0.8, 1.2, (n, 1, 1, 1, 1))).float()
+        gain = torch.as_tensor(rng.uniform(0.8, 1.2, (n, 1, 1, 1))).float()
         b[k] = b[k] * gain.to(b[k].device) + 0.02 * torch.randn_like(b[k])
     b["feats"] = b["feats"] + 0.02 * torch.randn_like(b["feats"])
     drop = torch.as_tensor(rng.random((n, 2)) < 0.15).to(b["presence"].device)
@@ -253,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
                 "LSS 4-grade foramina)",
         "architecture": {"class": "models.grading.learned.GraderNet",
                          "args": {"width": net.width, "use_features": net.use_features},
-                         "description": "3 MONAI 3-D ResNet encoders (sag T2 canal, sag T1 "
+                         "description": "3 MONAI 2.5-D ResNet encoders (sag T2 canal, sag T1 "
                                         "foramina, axial T2 recesses; layers 1-1-1-1) + joint "
                                         "MLP head per level that also sees the measurement "
                                         "grader's scalars; temperature + prior calibrated"},
