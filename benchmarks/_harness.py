@@ -285,7 +285,10 @@ def node_env(config: Any, extra: dict[str, str] | None = None) -> dict[str, str]
 
 
 def stack_config(data_dir: Path, database_url: str, broker_url: str, **overrides: Any) -> Any:
-    """Node settings for a loopback stack with short timers (seconds, not minutes)."""
+    """Node settings for a loopback stack with short timers (seconds, not minutes).
+
+    The job deadline stays long (15 min): the reconciler republishes a job queued or running
+    past it, and a shorter one would start healthy jobs twice under load."""
     from dicom_node.config import load_config
 
     values: dict[str, Any] = dict(
@@ -294,7 +297,7 @@ def stack_config(data_dir: Path, database_url: str, broker_url: str, **overrides
         dimse_host="127.0.0.1", dimse_port=free_port(), http_host="127.0.0.1",
         http_port=free_port(), settle_seconds=1.0, study_timeout_seconds=20.0,
         api_token=secrets.token_hex(16), scheduler_interval_seconds=0.3,
-        job_retry_delay_seconds=0.5, job_stale_seconds=60, delivery_backoff_seconds=1.0,
+        job_retry_delay_seconds=0.5, job_stale_seconds=900, delivery_backoff_seconds=1.0,
         delivery_backoff_cap_seconds=5.0, delivery_max_attempts=30, max_associations=32)
     values.update(overrides)
     return load_config(env={}, **values)

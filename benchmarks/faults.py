@@ -116,6 +116,52 @@ def redis_restart(work: Path, studies: Sequence[Sequence[Path]], db_url: str,
         redis.stop()
 
 
+def redis_loses_queued(work: Path, studies: Sequence[Sequence[Path]], db_url: str,
+                       stale_s: int = 10, wait_s: float = 30.0) -> dict[str, Any]:
+    """A job's message is in Redis, not yet taken by any worker, when Redis restarts without
+    persistence. Does the job still start once a worker is back?"""
+    from sqlalchemy import select
+
+    from dicom_node.db.models import OutboxMessage
+
+    redis = _harness.RedisServer(work / "redis").start()
+    try:
+        with _harness.Stack(work / "stack", db_url, redis.url, workers=0,
+                            job_stale_seconds=stale_s) as stack:
+            stack.send(studies[0])
+
+            def dispatched() -> bool:
+                with stack.sessions() as session:
+                    return session.scalar(select(OutboxMessage.id).where(
+                        OutboxMessage.dispatched_at.is_not(None))) is not None
+
+            _harness.wait_for(dispatched, 60, "the job's message to reach Redis")
+            redis.restart(down_seconds=1.0)
+            fault_at = time.perf_counter()
+            worker = _harness.Worker(stack.config, work / "logs", name="late").start()
+            try:
+                uid = load.study_uid(studies[0])
+
+                def started() -> bool:
+                    entry = _harness.outcome(stack.sessions, [uid])[uid]
+                    return bool(entry) and entry["job_state"] != "queued"
+
+                try:
+                    _harness.wait_for(started, wait_s, "the job to start", interval=0.5)
+                    problems = []
+                except TimeoutError:
+                    problems = [f"job still queued {wait_s:.0f} s after Redis came back: its "
+                                "message was lost and nothing re-queues a queued job"]
+                return {"scenario": "redis loses queued", "problems": problems,
+                        "recovered_s": time.perf_counter() - fault_at, "delivered": 0,
+                        "results_at_pacs": 0,
+                        "report": _harness.outcome(stack.sessions, [uid])}
+            finally:
+                worker.stop()
+    finally:
+        redis.stop()
+
+
 def postgres_restart(work: Path, studies: Sequence[Sequence[Path]], redis_url: str,
                      down_s: float = 3.0, timeout: float = 600) -> dict[str, Any]:
     """PostgreSQL restarts while studies arrive; the sender retries what was refused, as a
@@ -199,12 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--studies", type=int, default=3)
     parser.add_argument("--matrix", type=int, default=64)
     parser.add_argument("--pacs-down", type=float, default=120.0, help="seconds")
-    parser.add_argument("--only", default="", help="comma-separated: kill,redis,postgres,pacs")
+    parser.add_argument("--only", default="",
+                        help="comma-separated: kill,redis,redis-lost,postgres,pacs")
     parser.add_argument("--cache", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.studies < 2:
         parser.error("--studies must be at least 2 (one before the fault, one during)")
-    chosen = set(filter(None, args.only.split(","))) or {"kill", "redis", "postgres", "pacs"}
     with tempfile.TemporaryDirectory(prefix="lumbar-faults-") as tmp:
         work = Path(tmp)
         studies = load.make_studies(args.cache or work / "studies", args.studies,
@@ -214,9 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenarios: dict[str, Callable[[Path, str], dict[str, Any]]] = {
             "kill": lambda w, db: worker_kill(w, studies[:1], db, redis.url),
             "redis": lambda w, db: redis_restart(w, studies, db),
+            "redis-lost": lambda w, db: redis_loses_queued(w, studies, db),
             "postgres": lambda w, db: postgres_restart(w, studies, redis.url),
             "pacs": lambda w, db: pacs_down(w, studies, db, redis.url, args.pacs_down),
         }
+        chosen = set(filter(None, args.only.split(","))) or set(scenarios)
         try:
             for name, scenario in scenarios.items():
                 if name in chosen:

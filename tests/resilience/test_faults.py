@@ -48,3 +48,11 @@ def test_pacs_down_then_back(tmp_path, studies, database_url, redis_server):
     assert result["failed_attempts"] >= 1  # the PACS really was down for a while
     assert result["results_at_pacs"] == sum(len(e["result_sops"])
                                             for e in result["report"].values())
+
+
+def test_job_message_lost_with_redis_is_republished(tmp_path, studies, database_url):
+    """The job's message sat in Redis, untaken, when Redis restarted without persistence."""
+    result = faults.redis_loses_queued(tmp_path, studies, database_url, wait_s=30.0)
+    assert result["problems"] == []
+    entry = next(iter(result["report"].values()))
+    assert entry["job_state"] != "queued" and entry["job_attempts"] >= 1
