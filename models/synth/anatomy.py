@@ -14,7 +14,7 @@ import numpy as np
 
 from lumbar_common.vocabulary import LEVELS, spider_disc_label, spider_vertebra_label
 
-from .geometry import CurveCoords, Frame, anterior, cranial
+from .geometry import CurveCoords, Frame, cranial
 from .pathology import LevelPathology, level_pathology
 
 #: caudal -> cranial mobile vertebrae that may be modelled above the sacrum
@@ -153,11 +153,8 @@ class Anatomy:
                 np.interp(s, self._sten_s, self._sten_f).astype(np.float32))
 
     def canal_ap_at(self, s: float) -> float:
-        b, f = self.stenosis(np.array([s], dtype=np.float64))
-        return float(2 * self.sac_half_ap - b[0] - f[0])
-
-    def canal_ap_exact(self, s: float) -> float:
-        """Canal AP from the analytic bumps (the table above is interpolated at 0.25 mm)."""
+        """Thecal sac AP (mm) at arc length ``s``, from the analytic bumps (the table that
+        :meth:`stenosis` interpolates for speed agrees within 0.01 mm)."""
         d = s - self.bump_s
         b = np.sum(self.bump_bulge * np.exp(-0.5 * (d / 4.5) ** 2))
         f = np.sum(self.bump_flavum * np.exp(-0.5 * (d / 5.5) ** 2))
@@ -217,8 +214,7 @@ def build_anatomy(
         vert = Vertebra(name, spider_vertebra_label(name), Frame(centre, tilt), h_scaled, ry,
                         0.5 * width * scale * rng.uniform(0.96, 1.04), kind,
                         -(ry + E_ANT + sac_half_ap))
-        label_level = level if lower.kind != "sacral" else f"{name}-S1"
-        disc = Disc(label_level, spider_disc_label(label_level), Frame(d_centre, disc_tilt),
+        disc = Disc(level, spider_disc_label(level), Frame(d_centre, disc_tilt),
                     lower, vert, h_c, 0.5 * (lower.rx + vert.rx), ry_d, path)
         disc.height_anterior = disc.height_at(0.85 * ry_d)
         disc.height_posterior = disc.height_at(-0.85 * ry_d)
@@ -276,11 +272,6 @@ def _draw_marrow(anatomy: Anatomy, rng: np.random.Generator) -> None:
         vert.modic = (modic[0], modic[1])
 
 
-def canal_centre_at_disc(anatomy: Anatomy, disc: Disc) -> np.ndarray:
-    """Canal centre line point nearest to a disc centre."""
-    return anatomy.canal.point(anatomy.canal.project(disc.centre))
-
-
 def foramen_centre(disc: Disc, side_sign: float, sac_half_width: float) -> np.ndarray:
     """Centre of the perineural fat of the exiting root beside a disc (upper foramen)."""
     return disc.frame.to_lps(side_sign * (sac_half_width + 8.0), -(disc.ry + 5.5),
@@ -293,7 +284,3 @@ def subarticular_centre(disc: Disc, side_sign: float, sac_half_width: float,
     the traversing root runs and where facet and flavum overgrowth encroach first."""
     return disc.frame.to_lps(side_sign * (sac_half_width * 0.7),
                              -(disc.ry + E_ANT + 0.55 * sac_half_ap), 0.0)
-
-
-def anterior_of(disc: Disc) -> np.ndarray:
-    return anterior(disc.frame.tilt_deg)

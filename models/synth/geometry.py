@@ -122,10 +122,3 @@ class CurveCoords:
         y = np.interp(s, self.s, self.yz[:, 0])
         z = np.interp(s, self.s, self.yz[:, 1])
         return np.array([0.0, y, z])
-
-    def frame_at(self, s: float) -> tuple[np.ndarray, np.ndarray]:
-        """(cranial, anterior) unit vectors at arc length ``s``."""
-        i = int(np.clip(np.searchsorted(self.s, s), 0, len(self.s) - 1))
-        t = self.tangent[i]
-        n = self.normal[i]
-        return np.array([0.0, t[0], t[1]]), np.array([0.0, n[0], n[1]])

@@ -70,7 +70,7 @@ class SeriesPlan:
     mode: str = ""
 
 
-def _plane(centre: np.ndarray, rowdir: np.ndarray, coldir: np.ndarray, rows: int, cols: int,
+def plane(centre: np.ndarray, rowdir: np.ndarray, coldir: np.ndarray, rows: int, cols: int,
            ps: float, thickness: float) -> SliceGeom:
     ipp = centre - 0.5 * (cols - 1) * ps * rowdir - 0.5 * (rows - 1) * ps * coldir
     return SliceGeom(ipp, rowdir, coldir, rows, cols, (ps, ps), thickness)
@@ -111,7 +111,7 @@ def sagittal_plan(anatomy: Anatomy, rng: np.random.Generator, key: str, weightin
     slices = []
     for k in range(n):
         c = centre + (k - 0.5 * (n - 1)) * gap * normal
-        slices.append(_plane(c, rowdir, coldir, rows, rows, ps, thickness))
+        slices.append(plane(c, rowdir, coldir, rows, rows, ps, thickness))
     return SeriesPlan(key, weighting, slices, gap, [None] * n, "sagittal")
 
 
@@ -140,7 +140,7 @@ def axial_plan(anatomy: Anatomy, rng: np.random.Generator, mode: str,
             base = disc.centre + shift * coldir + rng.uniform(-1.0, 1.0) * normal
             for k in range(n):
                 c = base + (k - 0.5 * (n - 1)) * gap * normal
-                slices.append(_plane(c, rowdir, coldir, rows, rows, ps, thickness))
+                slices.append(plane(c, rowdir, coldir, rows, rows, ps, thickness))
                 levels.append(level)
         return SeriesPlan("ax_t2", "T2", slices, gap, levels, mode)
     tilt = float(np.mean([anatomy.vertebra(v).frame.tilt_deg for v in ("L2", "L3", "L4")]))
@@ -157,7 +157,7 @@ def axial_plan(anatomy: Anatomy, rng: np.random.Generator, mode: str,
     anchor = l3.frame.to_lps(0.0, 0.5 * l3.canal_v, 0.0)
     for k in range(n):
         c = anchor + ((lo + k * gap) - anchor @ normal) * normal
-        slices.append(_plane(c, rowdir, coldir, rows, rows, ps, thickness))
+        slices.append(plane(c, rowdir, coldir, rows, rows, ps, thickness))
         levels.append(None)
     return SeriesPlan("ax_t2", "T2", slices, gap, levels, mode)
 

@@ -14,7 +14,7 @@ from scipy.ndimage import gaussian_filter
 from .anatomy import Anatomy
 from .contrast import NoiseField, rician
 from .dicomio import StudyInfo, Timing
-from .series import SliceGeom, _plane, render, to_uint16
+from .series import SliceGeom, plane, render, to_uint16
 from .tissues import Structure
 from .writer import SeriesRecord, write_series
 
@@ -39,9 +39,9 @@ def localizer_slices(anatomy: Anatomy) -> list[SliceGeom]:
     c = anatomy.vertebra("L3").centre.copy()
     ps, n, t = 1.5, 256, 8.0
     return [
-        _plane(c, np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0]), n, n, ps, t),
-        _plane(c, np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, -1.0]), n, n, ps, t),
-        _plane(c, np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]), n, n, ps, t),
+        plane(c, np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0]), n, n, ps, t),
+        plane(c, np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, -1.0]), n, n, ps, t),
+        plane(c, np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]), n, n, ps, t),
     ]
 
 
@@ -82,7 +82,7 @@ def write_brain_study(out_dir: Path, info: StudyInfo, rng: np.random.Generator
     """An axial T2 brain series: a study the node must recognise and turn away."""
     head = (rng.uniform(68, 76), rng.uniform(88, 98), rng.uniform(80, 90))
     n, rows, ps, gap = 18, 256, 0.9, 6.0
-    slices = [_plane(np.array([0.0, 0.0, -40.0 + k * gap]), np.array([1.0, 0.0, 0.0]),
+    slices = [plane(np.array([0.0, 0.0, -40.0 + k * gap]), np.array([1.0, 0.0, 0.0]),
                      np.array([0.0, 1.0, 0.0]), rows, rows, ps, 5.0) for k in range(n)]
     imgs = np.zeros((n, rows, rows), np.float32)
     for k, g in enumerate(slices):
