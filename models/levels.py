@@ -28,6 +28,8 @@ from models.study import LevelGeometry, Volume
 VERTEBRA, DISC, CANAL = 1, 2, 3
 #: disc components smaller than this fraction of the median disc are noise
 MIN_DISC_FRACTION = 0.2
+#: no lumbar disc is smaller than this (mm³) within a sagittal series
+MIN_DISC_MM3 = 300.0
 #: the sacral disc plane is tilted at least this much (degrees) against the disc above
 SACRAL_TILT_DEG = 12.0
 #: a lowest disc thinner than this fraction of the median disc suggests a transitional segment
@@ -121,7 +123,10 @@ def _disc_components(volume: Volume, disc: np.ndarray) -> tuple[list[np.ndarray]
     if n == 0:
         return [], []
     sizes = ndimage.sum_labels(np.ones_like(comp), comp, index=np.arange(1, n + 1))
-    keep = sizes >= MIN_DISC_FRACTION * np.median(sizes)
+    # compare with the real discs (the largest few), not with the median of many specks
+    reference = float(np.median(np.sort(sizes)[::-1][:5]))
+    min_voxels = MIN_DISC_MM3 / float(np.prod(volume.spacing))
+    keep = (sizes >= MIN_DISC_FRACTION * reference) & (sizes >= min_voxels)
     dropped = int((~keep).sum())
     notes = [f"{dropped} small disc fragment(s) ignored"] if dropped else []
     return [comp == i + 1 for i in np.flatnonzero(keep)], notes
@@ -151,7 +156,8 @@ def label_levels(volume: Volume, semantic: np.ndarray) -> LevelLabelling:
     discs, notes = _disc_components(volume, semantic == DISC)
     warnings += notes
     labels = np.zeros(semantic.shape, np.uint16)
-    labels[semantic == CANAL] = SPIDER_CANAL
+    canal = _largest_component(semantic == CANAL)  # the canal is one tube; drop specks
+    labels[canal] = SPIDER_CANAL
     if len(discs) < 2:
         warnings.append(f"only {len(discs)} disc(s) segmented: levels cannot be named")
         return LevelLabelling(labels, {}, [], "none", True, warnings)
@@ -270,7 +276,6 @@ def label_levels(volume: Volume, semantic: np.ndarray) -> LevelLabelling:
         instances[name] = Instance(name, kind, value, part,
                                    _voxel_lps(volume, part).mean(axis=0), partial)
 
-    canal = semantic == CANAL
     canal_pts = _voxel_lps(volume, canal) if canal.any() else np.zeros((0, 3))
     levels: list[LevelGeometry] = []
     for j in range(min(len(discs), len(LEVELS))):
@@ -371,6 +376,14 @@ def _extent(points: np.ndarray, centre: np.ndarray, direction: np.ndarray) -> fl
         return 0.0
     d = (points - centre) @ direction
     return float(np.percentile(d, 98) - np.percentile(d, 2))
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    comp, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    if n <= 1:
+        return mask
+    sizes = ndimage.sum_labels(np.ones_like(comp), comp, index=np.arange(1, n + 1))
+    return comp == int(np.argmax(sizes)) + 1
 
 
 def _largest_parts(mask: np.ndarray) -> np.ndarray:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from models.levels import CANAL, LevelLabelling
+from lumbar_common.vocabulary import SPIDER_CANAL
+from models.levels import LevelLabelling
 from models.study import LevelGeometry, Volume
 
 #: sampling step along a caliper ray (mm)
@@ -102,6 +103,9 @@ def _canal_ap(volume: Volume, canal: np.ndarray, geom: LevelGeometry) -> dict | 
     """
     n = volume.array.shape[0]
     mid = int(np.clip(np.rint(volume.lps_to_index(geom.canal_centre_lps)[0]), 0, n - 1))
+    canal = canal.copy()
+    for s in range(max(mid - 1, 0), min(mid + 2, n)):  # specks of other classes inside the sac
+        canal[s] = ndimage.binary_fill_holes(canal[s])
     found: list[tuple[float, int, tuple[float, float], np.ndarray]] = []
     for s in range(max(mid - 1, 0), min(mid + 2, n)):
         cal = _Caliper(volume, s)
@@ -244,7 +248,7 @@ def measure_level(volume: Volume, semantic: np.ndarray, labelling: LevelLabellin
     out: list[dict] = []
     notes: list[str] = []
 
-    canal_record = _canal_ap(volume, semantic == CANAL, geom)
+    canal_record = _canal_ap(volume, labelling.labels == SPIDER_CANAL, geom)
     if canal_record is not None:
         out.append(canal_record)
     else:

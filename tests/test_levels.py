@@ -181,3 +181,16 @@ def test_missing_disc_in_segmentation_is_flagged():
     flagged = label_levels(vol, damaged)
     assert flagged.ambiguous
     assert any("disc may be missing" in w for w in flagged.warnings)
+
+
+def test_specks_of_a_noisy_segmentation_do_not_shift_names():
+    vol, sem, truth_centres, _ = phantom()
+    rng = np.random.default_rng(1)
+    noisy = sem.copy()
+    specks = rng.random(sem.shape) < 0.003
+    noisy[specks] = rng.integers(1, 4, int(specks.sum()))
+    out = label_levels(vol, noisy)
+    assert [g.level for g in out.levels] == list(LEVELS)
+    assert any("small disc fragment" in w for w in out.warnings)
+    l5s1 = next(g for g in out.levels if g.level == "L5-S1")
+    assert np.linalg.norm(l5s1.disc_centre_lps - truth_centres["disc0"]) < 2.0
