@@ -100,3 +100,15 @@ def test_cli_rejects_and_reports(synth_study, tmp_path, capsys):
     assert main(["analyze", str(study), "--out", str(tmp_path), "--quiet"]) == 1
     assert "rejected" in capsys.readouterr().out
     assert main(["analyze", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+
+
+def test_missing_segmentation_model_is_a_clear_error(synth_study, tmp_path, monkeypatch, capsys):
+    from models.pipeline import PipelineError
+    from workers.cli import main
+
+    monkeypatch.setenv("LUMBAR_NODE_WEIGHTS_DIR", str(tmp_path / "no-weights"))
+    study = synth_study(**COMPLETE)
+    with pytest.raises(PipelineError, match="segmentation model cannot be loaded"):
+        analyze_study(_files(study), tmp_path / "out", device="cpu")
+    assert main(["analyze", str(study), "--out", str(tmp_path / "cli"), "--quiet"]) == 3
+    assert "segmentation model cannot be loaded" in capsys.readouterr().err
