@@ -105,7 +105,7 @@ def sample_crop(volume: Volume, centre: np.ndarray, u: np.ndarray, v: np.ndarray
     idx = volume.lps_to_index(pts)
     inside = np.all((idx > -0.5) & (idx < np.asarray(volume.array.shape) - 0.5), axis=-1)
     coords = np.moveaxis(idx, -1, 0)
-    data = map_coordinates(volume.array.astype(np.float32), coords, order=1, mode="constant",
+    data = map_coordinates(volume.array, coords, output=np.float32, order=1, mode="constant",
                            cval=0.0, prefilter=False)
     data = data / (scale if scale is not None else normalise_intensity(volume))
     half = field_mm / 2
