@@ -181,7 +181,7 @@ def _overlay(ctx: _Context) -> None:
 def _results(ctx: _Context) -> None:
     assert ctx.anatomy is not None
     write_results = _require("models.reports", "write_results")
-    findings = _document(ctx, "partial")
+    findings = _document(ctx)  # as far as known before the result files exist
     ctx.outputs.update(write_results(findings, ctx.anatomy, ctx.source_files, ctx.out_dir))
 
 
@@ -217,8 +217,10 @@ def _level_entries(ctx: _Context) -> list[dict]:
     return out
 
 
-def _document(ctx: _Context, status: str, reason: str | None = None) -> dict:
-    if status != "rejected" and ctx.selection is not None:
+def _document(ctx: _Context, rejected: str | None = None) -> dict:
+    """The findings document; status is derived unless the study was rejected."""
+    status, reason = ("rejected", rejected) if rejected is not None else ("partial", None)
+    if rejected is None and ctx.selection is not None:
         complete = ctx.selection.complete and ctx.findings and all(
             f.get("assessable") for f in ctx.findings)
         status = "complete" if complete else "partial"
@@ -247,7 +249,7 @@ def analyze_study(files: list[Path], out_dir: Path, *, device: str = "auto",
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = _Context([Path(f) for f in files], out_dir, device, segmenter)
-    status, reason = "partial", None
+    rejected: str | None = None
     bar = tqdm(STAGES, desc="analyze", unit="stage", disable=not progress, leave=False)
     try:
         for name in bar:
@@ -258,10 +260,10 @@ def analyze_study(files: list[Path], out_dir: Path, *, device: str = "auto",
             finally:
                 ctx.timings[name] = round(time.perf_counter() - start, 4)
     except Rejected as exc:
-        status, reason = "rejected", str(exc)
+        rejected = str(exc)
     finally:
         bar.close()
-    document = _document(ctx, status, reason)
+    document = _document(ctx, rejected)
     (out_dir / "findings.json").write_text(json.dumps(document, indent=2, ensure_ascii=False),
                                           encoding="utf-8")
     return document
