@@ -123,6 +123,24 @@ def test_severe_subarticular_stenosis_fills_the_lateral_recess(severe, normal):
         assert (npz["labels"][k, r, c] == SPIDER_CANAL) == expect_canal
 
 
+def test_disc_heights_match_the_disc_labels(normal):
+    truth = _truth(normal)
+    npz = np.load(normal / "labels/sag_t2.npz")
+    labels, inv = npz["labels"], np.linalg.inv(npz["affine"])
+    spacing = float(np.linalg.norm(npz["affine"][:3, 1]))
+    for level, lv in truth["levels"].items():
+        centre, normal_ = np.array(lv["disc_centre_lps"]), np.array(lv["disc_normal_lps"])
+        anterior = np.cross(normal_, [-1.0, 0.0, 0.0])  # in the sagittal plane, towards -y
+        assert anterior[1] < 0
+        for name, sign in (("anterior", 1.0), ("posterior", -1.0)):
+            foot = centre + sign * 0.85 * lv["disc_depth_mm"] / 2 * anterior
+            steps = np.arange(-15.0, 15.0, 0.1)
+            pts = foot + steps[:, None] * normal_
+            idx = np.rint((np.c_[pts, np.ones(len(pts))] @ inv.T)[:, :3]).astype(int)
+            run = (labels[idx[:, 0], idx[:, 1], idx[:, 2]] == lv["disc_label"]).sum() * 0.1
+            assert abs(run - lv[f"disc_height_{name}_mm"]) < 1.5 * spacing, (level, name)
+
+
 def test_partially_seen_vertebrae_carry_the_partial_label(normal):
     truth = _truth(normal)
     labels = np.load(normal / "labels/sag_t2.npz")["labels"]

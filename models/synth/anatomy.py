@@ -33,6 +33,9 @@ _SACRAL = (("S1", 28.0, 33.0, 46.0, 0.0), ("S2", 22.0, 26.0, 38.0, -9.0),
            ("S3", 18.0, 21.0, 30.0, -20.0), ("S4", 15.0, 16.0, 24.0, -31.0),
            ("S5", 12.0, 12.0, 18.0, -42.0))
 E_ANT = 2.0  # anterior epidural space + posterior longitudinal ligament (mm)
+#: depth (mm) of the endplate concavity at the body's centre; it falls to zero at the rim
+#: as 1 - e^2 with e the normalised axial radius
+ENDPLATE_CONCAVITY_MM = 0.9
 
 
 @dataclass
@@ -89,13 +92,16 @@ class Disc:
         return self.pathology.degeneration if self.pathology else 0.1
 
     def height_at(self, v: float) -> float:
-        """Distance between the two endplates along the disc normal at anterior offset v."""
+        """Distance between the two bony endplates along the disc normal at anterior offset v
+        (midline): the endplate planes' distance plus both concavities there."""
         q = self.frame.to_lps(0.0, v, 0.0)
         n = self.normal
         lo_n, up_n = cranial(self.lower.frame.tilt_deg), cranial(self.upper.frame.tilt_deg)
         lam_lo = lo_n @ (self.lower.endplate(True) - q) / (lo_n @ n)
         lam_up = up_n @ (self.upper.endplate(False) - q) / (up_n @ n)
-        return float(lam_up - lam_lo)
+        e = abs(v) / self.ry
+        concave = 2.0 * ENDPLATE_CONCAVITY_MM * max(0.0, 1.0 - e * e)
+        return float(lam_up - lam_lo + concave)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .anatomy import Anatomy, Disc, Vertebra
+from .anatomy import ENDPLATE_CONCAVITY_MM, Anatomy, Disc, Vertebra
 from .tissues import (
     ARCH,
     CORTEX,
@@ -40,7 +40,7 @@ def _body_sd(x: np.ndarray, v: np.ndarray, w: np.ndarray, rx: float, ry: float,
     ax3, av3 = ax2 * np.abs(ax), av2 * np.abs(av)
     e = np.where(v >= 0, np.cbrt(ax3 + av3), np.sqrt(np.sqrt(ax2 * ax2 + av2 * av2)))
     qa = (e - 1.0) * ry + round_mm
-    qw = np.abs(w) - half_h + 0.9 * np.clip(1.0 - e * e, 0.0, 1.0) + round_mm
+    qw = np.abs(w) - half_h + ENDPLATE_CONCAVITY_MM * np.clip(1.0 - e * e, 0.0, 1.0) + round_mm
     outside = np.sqrt(np.maximum(qa, 0) ** 2 + np.maximum(qw, 0) ** 2)
     return outside + np.minimum(np.maximum(qa, qw), 0) - round_mm
 

@@ -52,6 +52,7 @@ def levels_truth(anatomy: Anatomy) -> dict[str, Any]:
             "canal_ap_mm": round(anatomy.canal_ap_at(s), 2),
             "disc_height_anterior_mm": round(disc.height_anterior, 2),
             "disc_height_posterior_mm": round(disc.height_posterior, 2),
+            "disc_depth_mm": round(2 * disc.ry, 2),
             "disc_degeneration": round(path.degeneration, 3),
             "foramen_centre_lps": {k: _pt(foramen_centre(disc, v, sw)) for k, v in sides.items()},
             "subarticular_centre_lps": {
