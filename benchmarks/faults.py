@@ -31,13 +31,13 @@ STALE_S = 40
 
 def _settle(stack: _harness.Stack, uids: list[str], timeout: float) -> dict[str, Any]:
     def done() -> dict[str, Any] | None:
-        report = _harness.outcome(stack.sessions, uids)
-        return report if _harness.settled(report) else None
+        report = load.outcome(stack.sessions, uids)
+        return report if load.settled(report) else None
 
     try:
         return _harness.wait_for(done, timeout, "every study to settle", interval=0.5)
     except TimeoutError:
-        return _harness.outcome(stack.sessions, uids)
+        return load.outcome(stack.sessions, uids)
 
 
 def _finish(name: str, stack: _harness.Stack, studies: Sequence[Sequence[Path]],
@@ -46,8 +46,8 @@ def _finish(name: str, stack: _harness.Stack, studies: Sequence[Sequence[Path]],
     report = _settle(stack, list(expected), timeout)
     recovered = time.perf_counter() - fault_at
     pacs = stack.pacs.sop_uids() if stack.pacs is not None else None
-    problems = _harness.violations(report, expected, pacs) + load.spool_problems(stack)
-    if not _harness.settled(report):
+    problems = load.violations(report, expected, pacs) + load.spool_problems(stack)
+    if not load.settled(report):
         problems.append("not every study settled before the timeout: " + ", ".join(
             f"{(e or {}).get('state')}/{(e or {}).get('job_state')}" for e in report.values()))
     return {"scenario": name, "problems": problems, "recovered_s": recovered,
@@ -143,7 +143,7 @@ def redis_loses_queued(work: Path, studies: Sequence[Sequence[Path]], db_url: st
                 uid = load.study_uid(studies[0])
 
                 def started() -> bool:
-                    entry = _harness.outcome(stack.sessions, [uid])[uid]
+                    entry = load.outcome(stack.sessions, [uid])[uid]
                     return bool(entry) and entry["job_state"] != "queued"
 
                 try:
@@ -155,7 +155,7 @@ def redis_loses_queued(work: Path, studies: Sequence[Sequence[Path]], db_url: st
                 return {"scenario": "redis loses queued", "problems": problems,
                         "recovered_s": time.perf_counter() - fault_at, "delivered": 0,
                         "results_at_pacs": 0,
-                        "report": _harness.outcome(stack.sessions, [uid])}
+                        "report": load.outcome(stack.sessions, [uid])}
             finally:
                 worker.stop()
     finally:
@@ -218,14 +218,14 @@ def _settle_until(stack: _harness.Stack, studies: Sequence[Sequence[Path]],
     uids = [load.study_uid(f) for f in studies]
 
     def jobs_done() -> dict[str, Any] | None:
-        report = _harness.outcome(stack.sessions, uids)
+        report = load.outcome(stack.sessions, uids)
         return report if all(e and e["job_state"] in ("done", "failed")
                              for e in report.values()) else None
 
     try:
         return _harness.wait_for(jobs_done, seconds, "jobs to finish", interval=0.5)
     except TimeoutError:
-        return _harness.outcome(stack.sessions, uids)
+        return load.outcome(stack.sessions, uids)
 
 
 def print_results(results: list[dict[str, Any]]) -> None:

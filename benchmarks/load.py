@@ -7,6 +7,9 @@ Each study goes over its own association (``--split 2`` sends each study as two 
 associations, racing on the same study row); ``--repeat`` sends that fraction of the
 instances a second time, which must be acknowledged and stored once. The run ends when every
 study has settled (or ``--timeout``) and prints the numbers and every broken promise.
+
+The study writers and the exactly-once checks here are shared with faults.py,
+turnaround.py and tests/resilience.
 """
 
 from __future__ import annotations
@@ -26,11 +29,157 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness
 
 SEED = 4242
+UID_ROOT = "1.2.826.0.1.3680043.10.1001."
+
+
+def write_study(out: Path, seed: int, *, matrix: int = 64, synthetic: bool = True) -> list[Path]:
+    """A lumbar MR study on disk: the synthetic generator's when available, else small
+    pydicom series with the three roles the node waits for."""
+    if synthetic:
+        try:
+            from models.synth import generate_study
+        except ImportError:
+            synthetic = False
+    if synthetic:
+        generate_study(out, seed, matrix=matrix)
+        return sorted((out / "dicom").rglob("*.dcm"))
+    return plain_study(out, seed, size=matrix)
+
+
+def plain_study(out: Path, seed: int, *, size: int = 64, per_series: int = 15) -> list[Path]:
+    """Sagittal T2, sagittal T1 and axial T2 of one patient, ``per_series`` images each."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    rng = np.random.default_rng(seed)
+    study_uid = generate_uid(UID_ROOT)
+    files: list[Path] = []
+    roles = {"sag_t2": ("sagittal", 100.0, 3000.0), "sag_t1": ("sagittal", 10.0, 500.0),
+             "ax_t2": ("axial", 100.0, 4000.0)}
+    for number, (role, (plane, te, tr)) in enumerate(roles.items(), start=1):
+        series_uid, frame_uid = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
+        (out / role).mkdir(parents=True, exist_ok=True)
+        for i in range(per_series):
+            meta = FileMetaDataset()
+            meta.MediaStorageSOPClassUID = MRImageStorage
+            meta.MediaStorageSOPInstanceUID = generate_uid(UID_ROOT)
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds = Dataset()
+            ds.file_meta = meta
+            ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+            ds.FrameOfReferenceUID = frame_uid
+            ds.PatientID, ds.PatientName = f"BENCH{seed:05d}", f"BENCH^PATIENT{seed:05d}"
+            ds.Modality, ds.BodyPartExamined = "MR", "LSPINE"
+            ds.SeriesDescription, ds.SeriesNumber, ds.InstanceNumber = role.upper(), number, i + 1
+            ds.StudyDate, ds.StudyTime, ds.AccessionNumber = "20260101", "120000", f"A{seed}"
+            if plane == "sagittal":
+                ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+                ds.ImagePositionPatient = [-28 + 4 * i, -100, 100]
+            else:
+                ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+                ds.ImagePositionPatient = [-100, -100, 50 - 4 * i]
+            ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], 4.0
+            ds.EchoTime, ds.RepetitionTime = te, tr
+            ds.ScanningSequence, ds.SequenceVariant = "SE", "NONE"
+            ds.Rows = ds.Columns = size
+            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+            ds.PixelData = rng.integers(0, 4095, size * size, dtype=np.uint16).tobytes()
+            path = out / role / f"IM{i + 1:04d}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            files.append(path)
+    return files
+
+
+def outcome(sessions: Any, study_uids: Sequence[str]) -> dict[str, Any]:
+    """What the database says about each study: counts that the invariants are stated on."""
+    from sqlalchemy import func, select
+
+    from dicom_node.db.models import Delivery, Instance, Job, ResultObject, Series, Study
+
+    report: dict[str, Any] = {}
+    with sessions() as session:
+        for uid in study_uids:
+            study = session.scalar(select(Study).where(Study.study_instance_uid == uid))
+            if study is None:
+                report[uid] = None
+                continue
+            instances = session.scalar(
+                select(func.count(Instance.id)).join(Series, Series.id == Instance.series_id)
+                .where(Series.study_id == study.id, Instance.source != "result"))
+            jobs = session.scalars(select(Job).where(Job.study_id == study.id)
+                                   .order_by(Job.id)).all()
+            live = [j for j in jobs if j.superseded_by is None]
+            job = live[-1] if live else None
+            deliveries = session.scalars(select(Delivery).where(
+                Delivery.job_id == job.id)).all() if job else []
+            results = session.scalars(select(ResultObject.sop_instance_uid).where(
+                ResultObject.job_id == job.id, ResultObject.sop_instance_uid.is_not(None))
+            ).all() if job else []
+            report[uid] = {
+                "state": study.state, "instances": instances, "jobs": len(jobs),
+                "live_jobs": len(live), "job_state": job.state if job else None,
+                "job_attempts": job.attempts if job else 0,
+                "result_status": job.result_status if job else None,
+                "job_reason": job.reason if job else None,
+                "stage_timings": job.stage_timings if job else None,
+                "deliveries": sorted(d.status for d in deliveries),
+                "result_sops": sorted(results),
+            }
+    return report
+
+
+def settled(report: dict[str, Any]) -> bool:
+    """Every study has reached an end: its live job finished and deliveries are final."""
+    for entry in report.values():
+        if entry is None or entry["state"] not in ("processed", "queued", "ignored"):
+            return False
+        if entry["state"] == "ignored":
+            continue
+        if entry["job_state"] not in ("done", "failed"):
+            return False
+        if any(s not in ("delivered", "dead") for s in entry["deliveries"]):
+            return False
+        if entry["job_state"] == "done" and entry["result_sops"] and not entry["deliveries"]:
+            return False
+    return True
+
+
+def violations(report: dict[str, Any], expected_instances: dict[str, int],
+               pacs_uids: Sequence[str] | None) -> list[str]:
+    """Broken promises: lost or doubled instances, stuck studies, results not delivered
+    exactly once. An empty list is the pass condition of every load and fault run."""
+    problems: list[str] = []
+    received: dict[str, int] = {}
+    for sop in pacs_uids or ():
+        received[sop] = received.get(sop, 0) + 1
+    for uid, expected in expected_instances.items():
+        entry = report.get(uid)
+        if entry is None:
+            problems.append(f"{uid}: study never indexed")
+            continue
+        if entry["instances"] != expected:
+            problems.append(f"{uid}: {entry['instances']} instances indexed, {expected} sent")
+        if entry["live_jobs"] != 1:
+            problems.append(f"{uid}: {entry['live_jobs']} live jobs")
+        if entry["job_state"] not in ("done", "failed"):
+            problems.append(f"{uid}: job stuck in {entry['job_state']}")
+        if entry["job_state"] == "done" and entry["result_sops"]:
+            if entry["deliveries"] != ["delivered"]:
+                problems.append(f"{uid}: deliveries {entry['deliveries']}")
+            if pacs_uids is not None:
+                for sop in entry["result_sops"]:
+                    if received.get(sop, 0) != 1:
+                        problems.append(f"{uid}: result {sop} at the PACS "
+                                        f"{received.get(sop, 0)} times")
+    return problems
 
 
 def _make(args: tuple[Path, int, int, bool]) -> list[Path]:
     folder, seed, matrix, synthetic = args
-    return _harness.write_study(folder, seed, matrix=matrix, synthetic=synthetic)
+    return write_study(folder, seed, matrix=matrix, synthetic=synthetic)
 
 
 def make_studies(folder: Path, count: int, matrix: int, synthetic: bool,
@@ -81,18 +230,18 @@ def run_load(stack: _harness.Stack, studies: Sequence[Sequence[Path]], *, concur
     sent_at = time.perf_counter()
 
     def done() -> dict[str, Any] | None:
-        report = _harness.outcome(stack.sessions, list(expected))
-        return report if _harness.settled(report) else None
+        report = outcome(stack.sessions, list(expected))
+        return report if settled(report) else None
 
     try:
         report = _harness.wait_for(done, timeout, "every study to settle", interval=1.0)
     except TimeoutError:
-        report = _harness.outcome(stack.sessions, list(expected))
+        report = outcome(stack.sessions, list(expected))
     settled_at = time.perf_counter()
     pacs_uids = stack.pacs.sop_uids() if stack.pacs is not None else None
-    problems = _harness.violations(report, expected, pacs_uids)
+    problems = violations(report, expected, pacs_uids)
     problems += spool_problems(stack)
-    if not _harness.settled(report):
+    if not settled(report):
         problems.append("not every study settled before the timeout")
     jobs: dict[str, int] = {}
     for entry in report.values():

@@ -80,7 +80,7 @@ def run_batch(work: Path, studies: Sequence[Sequence[Path]], workers: int, db_ur
         uids = [load.study_uid(f) for f in studies]
 
         def done() -> bool:
-            return _harness.settled(_harness.outcome(stack.sessions, uids))
+            return load.settled(load.outcome(stack.sessions, uids))
 
         _harness.wait_for(done, timeout, "every study to settle", interval=0.5)
         return stage_times(stack, uids)

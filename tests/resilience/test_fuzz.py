@@ -9,6 +9,7 @@ from pathlib import Path
 
 import _harness
 import httpx
+import load
 import pydicom
 from mutants import HOSTILE_UIDS, Mutant, mutants
 from pydicom.dataset import Dataset
@@ -28,7 +29,7 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
 
 
 def template(tmp_path: Path) -> Dataset:
-    files = _harness.plain_study(tmp_path / "template", seed=1, size=16, per_series=1)
+    files = load.plain_study(tmp_path / "template", seed=1, size=16, per_series=1)
     return pydicom.dcmread(files[0])
 
 
@@ -116,7 +117,7 @@ def test_mutants_are_refused_and_the_node_keeps_serving(tmp_path: Path, make_sta
         assert refused > len(answered) * 0.5
 
         # and the node still takes a valid study both ways
-        study = _harness.plain_study(tmp_path / "valid", seed=2, size=16, per_series=2)
+        study = load.plain_study(tmp_path / "valid", seed=2, size=16, per_series=2)
         stack.send(study[:3])
         assert stow(client, study[3].read_bytes()).status_code == 200
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import _harness
+import load
 import numpy as np
 import pydicom
 import pytest
@@ -27,7 +28,7 @@ def run_pull(*argv: str) -> int:
 
 
 def test_pull_ingests_like_a_push(tmp_path: Path, make_stack, monkeypatch, capsys) -> None:
-    files = _harness.write_study(tmp_path / "study", seed=5, matrix=64)
+    files = load.write_study(tmp_path / "study", seed=5, matrix=64)
     first = pydicom.dcmread(files[0])
     uid, patient_id = str(first.StudyInstanceUID), str(first.PatientID)
     nowhere = Modality("NOWHERE", "127.0.0.1", _harness.free_port())  # routing target unused

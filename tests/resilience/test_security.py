@@ -8,6 +8,7 @@ from pathlib import Path
 
 import _harness
 import httpx
+import load
 from sqlalchemy import select
 
 from dicom_node.db.models import AuditEvent
@@ -24,7 +25,7 @@ def audit_events(stack: _harness.Stack, event_type: str) -> list[AuditEvent]:
 
 def test_unknown_ae_and_bad_tokens_are_refused_and_audited(tmp_path: Path, make_stack) -> None:
     stack = make_stack(tmp_path / "s", workers=0, pacs=False).start()
-    files = _harness.plain_study(tmp_path / "study", seed=3, size=16, per_series=1)
+    files = load.plain_study(tmp_path / "study", seed=3, size=16, per_series=1)
 
     intruder = _harness.storescu(stack.config.dimse_port, files, calling="INTRUDER")
     assert intruder.returncode != 0
@@ -63,7 +64,7 @@ def test_dicom_tls_needs_a_certificate_from_the_site_ca(tmp_path: Path, make_sta
     stranger = issue(tmp_path / "stranger", "stranger", make_ca(tmp_path / "other-ca"))
     stack = make_stack(tmp_path / "s", workers=0, pacs=False, tls_cert=node_tls.cert,
                        tls_key=node_tls.key, tls_ca=node_tls.ca).start()
-    files = _harness.plain_study(tmp_path / "study", seed=4, size=16, per_series=1)
+    files = load.plain_study(tmp_path / "study", seed=4, size=16, per_series=1)
     port = stack.config.dimse_port
 
     def tls_args(peer: object) -> list[str]:
@@ -87,7 +88,7 @@ def test_logs_at_info_name_no_patient(tmp_path: Path, make_stack) -> None:
     worker's INFO log holds the patient's name or ID; the audit trail does."""
     stack = make_stack(tmp_path / "s", workers=1, settle_seconds=0.5,
                        study_timeout_seconds=3.0).start()
-    files = _harness.write_study(tmp_path / "study", seed=11, matrix=64)
+    files = load.write_study(tmp_path / "study", seed=11, matrix=64)
     import pydicom
 
     first = pydicom.dcmread(files[0], stop_before_pixels=True)
@@ -95,7 +96,7 @@ def test_logs_at_info_name_no_patient(tmp_path: Path, make_stack) -> None:
     stack.send(files)
     uid = str(first.StudyInstanceUID)
     report = _harness.wait_for(
-        lambda: (r := _harness.outcome(stack.sessions, [uid])) and _harness.settled(r) and r,
+        lambda: (r := load.outcome(stack.sessions, [uid])) and load.settled(r) and r,
         240, "the study to be processed")
     assert report[uid]["job_state"] in ("done", "failed")
     logs = stack.logs()
