@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.special import expit
 
 from lumbar_common.vocabulary import CANAL, FORAMEN, SUBARTICULAR, Side
 from models.grading import image_measures as im
@@ -52,8 +53,8 @@ def ordinal_probabilities(value: float, moderate: float, severe: float,
         raise ValueError(f"measurement must be finite, got {value!r}")
     if not severe < moderate or width <= 0:
         raise ValueError(f"need severe < moderate and width > 0, got {severe}, {moderate}, {width}")
-    p_ge_mod = 1.0 / (1.0 + np.exp((value - moderate) / width))
-    p_sev = 1.0 / (1.0 + np.exp((value - severe) / width))
+    p_ge_mod = float(expit((moderate - value) / width))
+    p_sev = float(expit((severe - value) / width))
     p_sev = min(p_sev, p_ge_mod)
     probs = np.array([1.0 - p_ge_mod, p_ge_mod - p_sev, p_sev])
     probs = np.clip(probs, 1e-4, None)
