@@ -92,16 +92,14 @@ class Disc:
         return self.pathology.degeneration if self.pathology else 0.1
 
     def height_at(self, v: float) -> float:
-        """Distance between the two bony endplates along the disc normal at anterior offset v
-        (midline): the endplate planes' distance plus both concavities there."""
+        """Distance between the two endplate chords (the planes through the rims, as a
+        radiologist's caliper spans them) along the disc normal at anterior offset v."""
         q = self.frame.to_lps(0.0, v, 0.0)
         n = self.normal
         lo_n, up_n = cranial(self.lower.frame.tilt_deg), cranial(self.upper.frame.tilt_deg)
         lam_lo = lo_n @ (self.lower.endplate(True) - q) / (lo_n @ n)
         lam_up = up_n @ (self.upper.endplate(False) - q) / (up_n @ n)
-        e = abs(v) / self.ry
-        concave = 2.0 * ENDPLATE_CONCAVITY_MM * max(0.0, 1.0 - e * e)
-        return float(lam_up - lam_lo + concave)
+        return float(lam_up - lam_lo)
 
 
 @dataclass
