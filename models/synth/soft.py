@@ -62,8 +62,6 @@ def _background_painter(anatomy: Anatomy):
         half_c = 0.5 * (hab.skin_posterior + front) + 1.0
         comp = (ax_ / 82.0) ** 2 + ((vb - (front + 2.0 - half_c)) / half_c) ** 2 < 1
         out[comp] = MUSCLE
-        # midline fat between the spinous processes (interspinous space), widening backwards
-        out[comp & (vb < -(sa + 4.0)) & (ax_ < 1.5 - 0.02 * (vb + sa))] = FAT
         grow = np.clip((s_l1 - s) / max(s_l1 - s_l5, 1.0), 0.3, 1.1)
         psoas = (((ax_ - (rx + 10.0 + 6.0 * grow)) / (13.0 * grow + 4.0)) ** 2
                  + ((vb - (sa + E_ANT + 1.2 * ry)) / (10.0 * grow + 4.0)) ** 2) < 1
