@@ -55,7 +55,7 @@ def trained(study, tmp_path_factory) -> Path:
     out = root / "weights"
     args = Namespace(out=out, studies=2, val_studies=1, seed=7, epochs=1, batch=16, lr=1e-3,
                      copies=1, cache=cache, device="cpu", threads=1, jobs=1,
-                     no_features=False)
+                     no_features=False, val_seed=None)
     assert train.run(args) == 0
     return out
 

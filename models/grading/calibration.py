@@ -20,8 +20,9 @@ from scipy.optimize import minimize_scalar
 
 from lumbar_common.vocabulary import GRADE_WEIGHTS
 
-#: the search range for the temperature; outside it the fit is telling us the model is broken
-T_MIN, T_MAX = 0.05, 20.0
+#: temperature search range: a model with no validation mistakes would otherwise be sharpened
+#: without limit (T -> 0), which turns the first unseen mistake into an enormous loss
+T_MIN, T_MAX = 0.5, 20.0
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

@@ -37,7 +37,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="training studies (enriched grades)")
     parser.add_argument("--val-studies", type=int, default=30,
                         help="validation studies (natural prevalence), used for calibration")
-    parser.add_argument("--seed", type=int, default=1000, help="first study seed")
+    parser.add_argument("--seed", type=int, default=1000, help="first training study seed")
+    parser.add_argument("--val-seed", type=int, default=None,
+                        help=f"first validation seed (default: --seed + {10000})")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch", type=int, default=48)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -200,8 +202,10 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     t0 = time.time()
     seeds = list(range(args.seed, args.seed + args.studies))
-    val_seeds = list(range(args.seed + VAL_SEED_OFFSET,
-                           args.seed + VAL_SEED_OFFSET + args.val_studies))
+    val_start = args.seed + VAL_SEED_OFFSET if args.val_seed is None else args.val_seed
+    val_seeds = list(range(val_start, val_start + args.val_studies))
+    if set(val_seeds) & set(seeds):
+        raise ValueError(f"validation seeds {val_seeds[0]}..{val_seeds[-1]} overlap training")
     train = _with_study(_cache(args.cache, seeds, args.copies, args.jobs, True), load_cache)
     val = _with_study(_cache(args.cache, val_seeds, args.copies, args.jobs, False), load_cache,
                       exact_only=True)
@@ -273,6 +277,7 @@ def run(args: argparse.Namespace) -> int:
         "calibration": calib,
         "command": (f"lumbar-node train grader --out {args.out} --studies {args.studies} "
                     f"--val-studies {args.val_studies} --seed {args.seed} "
+                    f"--val-seed {val_start} "
                     f"--epochs {args.epochs} --copies {args.copies}"),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "training_time_s": round(time.time() - t0, 1),
