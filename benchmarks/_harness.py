@@ -274,9 +274,13 @@ def storescu(port: int, files: Sequence[Path], calling: str = "PACS",
 
 def node_env(config: Any, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment a `lumbar-node` child needs to load exactly ``config``."""
+    import dataclasses
+
     from workers.env import config_env
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LUMBAR_NODE_")}
+    # the caller's node settings are replaced; other LUMBAR_NODE_* (WEIGHTS_DIR, ...) pass on
+    ours = {f"LUMBAR_NODE_{f.name.upper()}" for f in dataclasses.fields(config)}
+    env = {k: v for k, v in os.environ.items() if k not in ours and k != "LUMBAR_NODE_CONFIG"}
     env.update(config_env(config))
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
