@@ -112,3 +112,22 @@ def test_missing_segmentation_model_is_a_clear_error(synth_study, tmp_path, monk
         analyze_study(_files(study), tmp_path / "out", device="cpu")
     assert main(["analyze", str(study), "--out", str(tmp_path / "cli"), "--quiet"]) == 3
     assert "segmentation model cannot be loaded" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_registered_segmenter_end_to_end(synth_study, tmp_path):
+    """The real network in the pipeline: levels named and placed as in the truth."""
+    from models.pipeline import PipelineError, load_segmenter
+
+    try:
+        segmenter = load_segmenter("cpu")
+    except PipelineError as exc:
+        pytest.skip(f"no registered segmentation model here: {exc}")
+    study = synth_study(seed=3, matrix=256)
+    findings = analyze_study(_files(study), tmp_path, device="cpu", segmenter=segmenter)
+    t = truth(study)
+    assert findings["status"] in ("complete", "partial"), findings["reason"]
+    assert [lv["level"] for lv in findings["levels"]] == list(LEVELS)
+    for lv in findings["levels"]:
+        ref = np.array(t["levels"][lv["level"]]["disc_centre_lps"])
+        assert np.linalg.norm(np.array(lv["disc_centre_lps"]) - ref) < 5.0, lv["level"]
