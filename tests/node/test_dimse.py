@@ -143,3 +143,18 @@ def test_database_down_gives_out_of_resources_and_keeps_no_file(tmp_path, node_c
         engine.dispose()
     assert "Refused: OutOfResources" in result.stderr
     assert list(config.data_dir.rglob("*.dcm")) == []
+
+
+@pytest.mark.parametrize("flag, syntax", [("-xd", "1.2.840.10008.1.2.1.99"),
+                                          ("-xi", "1.2.840.10008.1.2")])
+def test_transfer_syntaxes_kept_as_sent(tmp_path, node_config, sessions, scp, flag, syntax):
+    import pydicom
+
+    _, files = write_study(tmp_path / "study", n=1, roles=("sag_t2",))
+    result = storescu(node_config.dimse_port, files, "PACS", "LUMBARNODE", flag)
+    assert result.returncode == 0, result.stderr
+    with sessions() as s:
+        inst = s.scalar(select(Instance))
+    assert inst.transfer_syntax_uid == syntax
+    stored = pydicom.dcmread(inst.path)
+    assert stored.pixel_array.tobytes() == pydicom.dcmread(files[0]).pixel_array.tobytes()
