@@ -22,10 +22,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _harness
+import load
 
 
 def make_studies(folder: Path, studies: int, size: int, per_series: int) -> list[list[Path]]:
-    return [_harness.plain_study(folder / f"study{i:03d}", seed=1000 + i, size=size,
+    return [load.plain_study(folder / f"study{i:03d}", seed=1000 + i, size=size,
                                  per_series=per_series) for i in range(studies)]
 
 
