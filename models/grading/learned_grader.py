@@ -136,7 +136,7 @@ class LearnedGrader:
                          "roi": {"series_instance_uid": crop.series_instance_uid,
                                  "slice": crop.slice_index,
                                  "corners_lps": np.round(crop.corners_lps, 2).tolist()}}
-                if condition == FORAMEN:
+                if condition == FORAMEN and "lss" in self.calibration:
                     q = self._calibrated(lss_logits[i, 0 if side == "left" else 1], "lss")
                     entry["lss_probabilities"] = [round(float(v), 4) for v in q]
                 out[(condition, side)] = entry

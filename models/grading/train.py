@@ -48,6 +48,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "grader",
                         help="where generated studies' crops are kept between runs")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--rsna", type=Path, default=None,
+                        help="train on an RSNA 2024 folder (train.csv, train_images/ ...) instead "
+                             "of synthetic studies; the last --val-studies studies validate")
     parser.add_argument("--no-features", action="store_true",
                         help="crops only: do not give the head the measured scalars")
     parser.add_argument("--threads", type=int, default=1,
@@ -113,8 +116,11 @@ def _loss(logits, lss_logits, b: dict):  # noqa: ANN001 - torch types imported l
     masks = [torch.ones_like(t1), t1, t1, ax, ax]
     total = logits.new_zeros(())
     for j, m in enumerate(masks):
-        ce = F.cross_entropy(logits[:, j], b["y"][:, j], weight=w, reduction="none")
-        wy = w[b["y"][:, j]]
+        yj = b["y"][:, j]
+        m = m * (yj >= 0).float()  # unlabelled findings (public data) do not count
+        yj = yj.clamp(min=0)
+        ce = F.cross_entropy(logits[:, j], yj, weight=w, reduction="none")
+        wy = w[yj]
         total = total + (ce * m).sum() / (wy * m).sum().clamp(min=1e-6)
     for j in range(2):
         valid = (b["y_lss"][:, j] >= 0).float() * t1
@@ -151,6 +157,8 @@ def score_split(data: dict[str, np.ndarray], logits: np.ndarray, lss_logits: np.
         study = str(data["study"][i])
         level = LEVELS[int(data["level"][i])]
         for j, (cond, side) in enumerate(_KEYS):
+            if data["y"][i, j] < 0:
+                continue
             key = rsna_key(cond, side, level)
             truth.setdefault(study, {})[key] = GRADES[int(data["y"][i, j])]
             c = calib.get(GROUPS[j], {})
@@ -177,9 +185,14 @@ def fit_calibration(data: dict[str, np.ndarray], logits: np.ndarray,
         ok = ax if group == "subarticular" else t1 if group == "foramen" else np.ones_like(t1)
         z = np.concatenate([logits[ok, j] for j in cols])
         y = np.concatenate([data["y"][ok, j] for j in cols])
+        z, y = z[y >= 0], y[y >= 0]
+        if len(y) == 0:
+            continue  # nothing labelled for this group: leave it uncalibrated
         temp, bias = fit_temperature_bias(z, y)
         calib[group] = {"temperature": round(temp, 4), "bias": [round(b, 4) for b in bias]}
     valid = (data["y_lss"] >= 0) & t1[:, None]
+    if not valid.any():
+        return calib  # no LSS grades (public RSNA data): the LSS head is not reported
     temp, bias = fit_temperature_bias(lss_logits[valid], data["y_lss"][valid], weighted=False)
     calib["lss"] = {"temperature": round(temp, 4), "bias": [round(b, 4) for b in bias]}
     return calib
@@ -188,19 +201,20 @@ def fit_calibration(data: dict[str, np.ndarray], logits: np.ndarray,
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from models import registry
     from models.grading.dataset import load_cache
-    from models.grading.learned import GraderNet
-    from models.grading.learned_grader import MODEL_NAME, WEIGHTS_NAME, resolve_device
+    from models.grading.learned_grader import resolve_device
 
-    if args.studies < 2 or args.val_studies < 1:
-        raise ValueError(f"--studies {args.studies} / --val-studies {args.val_studies}: need "
-                         "at least 2 training and 1 validation study")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     device = resolve_device(args.device)
     t0 = time.time()
+    if args.val_studies < 1:
+        raise ValueError(f"--val-studies {args.val_studies}: need at least 1 validation study")
+    if args.rsna is not None:
+        return _run_rsna(args, t0, device, rng)
+    if args.studies < 2:
+        raise ValueError(f"--studies {args.studies}: need at least 2 training studies")
     seeds = list(range(args.seed, args.seed + args.studies))
     val_start = args.seed + VAL_SEED_OFFSET if args.val_seed is None else args.val_seed
     val_seeds = list(range(val_start, val_start + args.val_studies))
@@ -212,6 +226,34 @@ def run(args: argparse.Namespace) -> int:
     t_data = time.time() - t0
     print(f"data: {len(train['y'])} train / {len(val['y'])} val level samples "
           f"from {len(seeds)} + {len(val_seeds)} studies in {t_data:.0f}s", flush=True)
+    data_card = {
+        "summary": SUMMARY,
+        "version_suffix": f"-s{args.seed}n{args.studies}",
+        "training_data": {"source": "lumbar-node synth (synthetic studies only)",
+                          "seeds": [seeds[0], val_seeds[-1]],
+                          "studies": len(seeds) + len(val_seeds),
+                          "train_grades": "enriched (models.grading.dataset.enriched_grades)",
+                          "validation_grades": "generator's natural prevalence",
+                          "level_samples": int(len(train["y"])), "copies_per_level": args.copies},
+        "split": {"train": [seeds[0], seeds[-1]], "val": [val_seeds[0], val_seeds[-1]],
+                  "by": "study seed (ranges, inclusive)"},
+        "command": (f"lumbar-node train grader --out {args.out} --studies {args.studies} "
+                    f"--val-studies {args.val_studies} --seed {args.seed} "
+                    f"--val-seed {val_start} "
+                    f"--epochs {args.epochs} --copies {args.copies}"),
+    }
+    return _fit_and_write(args, train, val, t0, device, rng, data_card)
+
+
+def _fit_and_write(args: argparse.Namespace, train: dict[str, np.ndarray],
+                   val: dict[str, np.ndarray], t0: float, device: str,
+                   rng: np.random.Generator, data_card: dict) -> int:
+    """Train, pick the best validation epoch, calibrate, write weights and card."""
+    import torch
+
+    from models import registry
+    from models.grading.learned import GraderNet
+    from models.grading.learned_grader import MODEL_NAME, WEIGHTS_NAME
 
     net = GraderNet(use_features=not args.no_features).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -251,9 +293,9 @@ def run(args: argparse.Namespace) -> int:
                 "config": {"width": net.width, "use_features": net.use_features},
                 "calibration": calib}, weights)
     card = {
-        "summary": SUMMARY,
+        "summary": data_card["summary"],
         "name": MODEL_NAME,
-        "version": datetime.now(UTC).strftime("%Y.%m.%d") + f"-s{args.seed}n{args.studies}",
+        "version": datetime.now(UTC).strftime("%Y.%m.%d") + data_card["version_suffix"],
         "task": "stenosis grading: spinal canal, neural foramina, subarticular (RSNA 3-grade, "
                 "LSS 4-grade foramina)",
         "architecture": {"class": "models.grading.learned.GraderNet",
@@ -264,21 +306,12 @@ def run(args: argparse.Namespace) -> int:
                                         "grader's scalars; temperature + prior calibrated"},
         "weights": WEIGHTS_NAME,
         "sha256": "0" * 64,  # filled in by registry.write_card
-        "training_data": {"source": "lumbar-node synth (synthetic studies only)",
-                          "seeds": [seeds[0], val_seeds[-1]],
-                          "studies": len(seeds) + len(val_seeds),
-                          "train_grades": "enriched (models.grading.dataset.enriched_grades)",
-                          "validation_grades": "generator's natural prevalence",
-                          "level_samples": int(len(train["y"])), "copies_per_level": args.copies},
-        "split": {"train": [seeds[0], seeds[-1]], "val": [val_seeds[0], val_seeds[-1]],
-                  "by": "study seed (ranges, inclusive)"},
+        "training_data": data_card["training_data"],
+        "split": data_card["split"],
         "metrics": {"validation_uncalibrated": before, "validation": after,
                     "uniform_baseline_group_loss": round(float(np.log(3)), 4)},
         "calibration": calib,
-        "command": (f"lumbar-node train grader --out {args.out} --studies {args.studies} "
-                    f"--val-studies {args.val_studies} --seed {args.seed} "
-                    f"--val-seed {val_start} "
-                    f"--epochs {args.epochs} --copies {args.copies}"),
+        "command": data_card["command"],
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "training_time_s": round(time.time() - t0, 1),
         "device": device,
@@ -308,3 +341,45 @@ if __name__ == "__main__":
     _parser = argparse.ArgumentParser(prog="python -m models.grading.train")
     configure(_parser)
     raise SystemExit(run(_parser.parse_args()))
+
+
+RSNA_SUMMARY = ("Trained on the RSNA 2024 lumbar spine data (levels from the readers' canal "
+                "coordinates). Grades spinal canal, neural foraminal and subarticular stenosis.")
+
+
+def _run_rsna(args: argparse.Namespace, t0: float, device: str,
+              rng: np.random.Generator) -> int:
+    """Training data from an RSNA-format folder; crops cached per study like synthetic ones."""
+    from models.grading.readers.rsna import read_rsna
+    from models.grading.readers.rsna_anatomy import rsna_samples
+
+    studies = [s for s in read_rsna(args.rsna) if s.labels]
+    if len(studies) < args.val_studies + 2:
+        raise ValueError(f"{args.rsna}: {len(studies)} labelled studies, need at least "
+                         f"{args.val_studies + 2} for --val-studies {args.val_studies}")
+    args.cache.mkdir(parents=True, exist_ok=True)
+    parts: list[dict[str, np.ndarray]] = []
+    for study in studies:
+        path = args.cache / f"rsna_{study.study_id}.npz"
+        if not path.exists():
+            np.savez_compressed(path, **rsna_samples(study))
+        with np.load(path) as npz:
+            d = {k: npz[k] for k in npz.files}
+        d["study"] = np.array([study.study_id] * len(d["y"]))
+        parts.append(d)
+    n_val = args.val_studies
+    train = {k: np.concatenate([d[k] for d in parts[:-n_val]]) for k in parts[0]}
+    val = {k: np.concatenate([d[k] for d in parts[-n_val:]]) for k in parts[0]}
+    ids = [s.study_id for s in studies]
+    print(f"data: {len(train['y'])} train / {len(val['y'])} val levels from "
+          f"{len(ids)} RSNA studies", flush=True)
+    data_card = {
+        "summary": RSNA_SUMMARY,
+        "version_suffix": f"-rsna{len(ids)}",
+        "training_data": {"source": f"RSNA 2024 format folder {args.rsna}",
+                          "studies": len(ids), "level_samples": int(len(train["y"]))},
+        "split": {"train": ids[:-n_val], "val": ids[-n_val:], "by": "study"},
+        "command": (f"lumbar-node train grader --out {args.out} --rsna {args.rsna} "
+                    f"--val-studies {n_val} --epochs {args.epochs}"),
+    }
+    return _fit_and_write(args, train, val, t0, device, rng, data_card)
