@@ -15,9 +15,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def key_metrics(metrics: dict[str, Any], limit: int = 6) -> str:
-    """Flatten the top-level numbers and one level of nested numbers as ``group.key=0.912``."""
+    """Flatten the top-level numbers and one level of nested numbers as ``group.key=0.912``.
+
+    Held-out ("test") groups come first: they are the numbers a reader should trust.
+    """
     parts = []
-    for group, value in metrics.items():
+    for group, value in sorted(metrics.items(), key=lambda kv: "test" not in kv[0]):
         if isinstance(value, int | float):
             parts.append(f"{group}={value:.3g}")
         elif isinstance(value, dict):

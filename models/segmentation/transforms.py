@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from models.segmentation.data import SliceSet
 
 #: Training crop (pixels at TARGET_SPACING_MM): two to three lumbar levels with their canal.
-PATCH_SIZE = (160, 160)
+PATCH_SIZE = (128, 128)
 
 
 def prepare_slices(slice_set: SliceSet) -> list[dict[str, np.ndarray]]:
