@@ -130,3 +130,16 @@ def test_stow_in_and_stow_out(tmp_path, node_config, redis_prefix, start_worker,
         receiver.stop()
     modalities = {s["00080060"]["Value"][0] for s in series if "00080060" in s}
     assert {"SR", "SEG", "KO"} <= modalities
+
+
+def test_demo_command(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "workers.cli", "demo", "--out",
+                           str(tmp_path / "demo"), "--timeout", "400"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "(25 findings)" in done.stdout and "delivered after" in done.stdout
+    assert len(list((tmp_path / "demo" / "received").glob("*.dcm"))) == 4
+    assert (tmp_path / "demo" / "results" / "overlay.png").is_file()
