@@ -26,9 +26,7 @@ def _pg_admin(sql: str) -> None:
         conn.execute(sql)
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for this test session (or xdist worker)."""
+def _throwaway_database() -> Iterator[str]:
     name = f"lumbar_node_test_{secrets.token_hex(4)}"
     try:
         _pg_admin(f'CREATE DATABASE "{name}"')
@@ -38,6 +36,20 @@ def pg_url() -> Iterator[str]:
     migrate.upgrade(url)
     yield url
     _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A migrated PostgreSQL database for this test session (or xdist worker); tests on it
+    roll back (see pg_sessions)."""
+    yield from _throwaway_database()
+
+
+@pytest.fixture()
+def own_pg_url() -> Iterator[str]:
+    """A database of the test's own, for multi-process tests whose commits cannot be rolled
+    back (serve + worker)."""
+    yield from _throwaway_database()
 
 
 @pytest.fixture(scope="session")
@@ -99,9 +111,9 @@ def redis_prefix() -> Iterator[str]:
 
 
 @pytest.fixture()
-def stack_config(node_config: NodeConfig, pg_url: str, redis_prefix: str) -> NodeConfig:
+def stack_config(node_config: NodeConfig, own_pg_url: str, redis_prefix: str) -> NodeConfig:
     """The production shape: PostgreSQL and Redis over loopback."""
-    return node_config.replace(database_url=pg_url, broker_url="redis://127.0.0.1:6379/0",
+    return node_config.replace(database_url=own_pg_url, broker_url="redis://127.0.0.1:6379/0",
                                broker_key_prefix=redis_prefix, scheduler_interval_seconds=0.3,
                                job_retry_delay_seconds=0.5)
 
