@@ -26,7 +26,7 @@ from models.segmentation.transforms import PATCH_SIZE, prepare_slices, train_tra
 if TYPE_CHECKING:
     import torch
 
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 #: Seeds of the synthetic studies kept out of training, for the synthetic Dice.
 SYNTHETIC_TEST_SEEDS: tuple[int, ...] = (900001, 900002, 900003)
 #: First seed of the synthetic training studies (seed, seed+1, ...).
