@@ -29,9 +29,11 @@ def celery_settings(config: NodeConfig) -> dict[str, Any]:
     transport_options: dict[str, Any] = {}
     if broker.startswith("filesystem"):
         folder = config.broker_folder
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         transport_options = {
+            # broadcast (pidbox) exchanges; kombu's default is ./control in the cwd
+            "control_folder": str(folder / "control"),
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
