@@ -9,6 +9,7 @@ brokers from the values when they need them.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import tomllib
@@ -17,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ENV_PREFIX = "LUMBAR_NODE_"
+#: variables with the prefix that belong to other parts (model registry, series rules, caches)
+OTHER_PARTS_ENV = frozenset({"CONFIG", "WEIGHTS_DIR", "SERIES_RULES", "CACHE"})
+log = logging.getLogger(__name__)
 _AE_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
 
 
@@ -213,8 +217,11 @@ def load_config(
     for key, raw in env.items():
         if key.startswith(ENV_PREFIX) and key != f"{ENV_PREFIX}CONFIG":
             name = key[len(ENV_PREFIX) :].lower()
-            if name in _FIELDS:  # other LUMBAR_NODE_* belong to the models (REGISTRY, ...)
+            if name in _FIELDS:
                 values[name] = _convert(name, raw)
+            elif name.upper() not in OTHER_PARTS_ENV:
+                # a typo in a deployment must not silently fall back to a default
+                log.warning("ignoring unknown setting %s", key)
     for name, raw in overrides.items():
         if name not in _FIELDS:
             raise ValueError(f"unknown setting {name!r}")

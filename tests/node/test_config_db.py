@@ -54,6 +54,17 @@ def test_unknown_toml_key_is_an_error(tmp_path: Path):
         load_config(env={}, toml_path=toml)
 
 
+def test_misspelt_env_setting_is_logged_not_silent(tmp_path: Path, caplog):
+    env = {"LUMBAR_NODE_DATA_DIR": str(tmp_path), "LUMBAR_NODE_ALOWED_CALLERS": "PACS",
+           "LUMBAR_NODE_WEIGHTS_DIR": str(tmp_path)}
+    with caplog.at_level("WARNING", logger="dicom_node.config"):
+        config = load_config(env=env)
+    assert config.allowed_callers == ()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("LUMBAR_NODE_ALOWED_CALLERS" in m for m in messages)
+    assert not any("WEIGHTS_DIR" in m for m in messages)
+
+
 def test_bad_destination():
     with pytest.raises(ValueError, match="PACS@host"):
         parse_destinations("PACS@host")
