@@ -29,3 +29,18 @@ def synth_study(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]
         return cache[key]
 
     return make
+
+
+#: grades forced on the study the grading tests share (the rest are drawn from the seed)
+GRADED_STUDY_GRADES = {
+    "spinal_canal_stenosis_l4_l5": "Severe",
+    "left_neural_foraminal_narrowing_l4_l5": "Severe",
+    "right_neural_foraminal_narrowing_l4_l5": "Normal/Mild",
+    "spinal_canal_stenosis_l2_l3": "Normal/Mild",
+}
+
+
+@pytest.fixture(scope="session")
+def graded_study(synth_study: Callable[..., Path]) -> Path:
+    """One synthetic study with known severe and normal findings, for the grading tests."""
+    return synth_study(seed=4242, grades=GRADED_STUDY_GRADES)

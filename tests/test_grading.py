@@ -20,27 +20,10 @@ from models.grading.roi import (
 )
 from models.grading.synthetic import load_synthetic
 
-GRADES_GIVEN = {
-    "spinal_canal_stenosis_l4_l5": "Severe",
-    "left_neural_foraminal_narrowing_l4_l5": "Severe",
-    "right_neural_foraminal_narrowing_l4_l5": "Normal/Mild",
-    "spinal_canal_stenosis_l2_l3": "Normal/Mild",
-}
-
 
 @pytest.fixture(scope="module")
-def study(request, tmp_path_factory) -> Path:
-    try:
-        factory = request.getfixturevalue("synth_study")
-        return Path(factory(seed=4242, grades=GRADES_GIVEN))
-    except pytest.FixtureLookupError:
-        from models.synth import generate_study
-
-        # shared with tests/test_grading_learned.py within one session: generated once
-        out = tmp_path_factory.getbasetemp() / "grading-study-4242"
-        if not (out / "truth.json").exists():
-            generate_study(out, 4242, grades=GRADES_GIVEN)
-        return out
+def study(graded_study: Path) -> Path:
+    return graded_study
 
 
 @pytest.fixture(scope="module")

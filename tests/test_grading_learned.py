@@ -14,28 +14,10 @@ from models.grading import grade_study
 from models.grading.learned_grader import LearnedGrader, LearnedUnavailable
 from models.grading.synthetic import load_synthetic
 
-SEED = 4242
-GRADES_GIVEN = {
-    "spinal_canal_stenosis_l4_l5": "Severe",
-    "left_neural_foraminal_narrowing_l4_l5": "Severe",
-    "right_neural_foraminal_narrowing_l4_l5": "Normal/Mild",
-    "spinal_canal_stenosis_l2_l3": "Normal/Mild",
-}
-
 
 @pytest.fixture(scope="module")
-def study(request, tmp_path_factory) -> Path:
-    try:
-        factory = request.getfixturevalue("synth_study")
-        return Path(factory(seed=SEED, grades=GRADES_GIVEN))
-    except pytest.FixtureLookupError:
-        from models.synth import generate_study
-
-        # the study of tests/test_grading.py: generated once per session
-        out = tmp_path_factory.getbasetemp() / f"grading-study-{SEED}"
-        if not (out / "truth.json").exists():
-            generate_study(out, SEED, grades=GRADES_GIVEN)
-        return out
+def study(graded_study: Path) -> Path:
+    return graded_study
 
 
 @pytest.fixture(scope="module")
