@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from dicom_node.config import DELIVERY_TIME_LIMIT_S as DELIVERY_TIME_LIMIT_S  # re-exported
 from dicom_node.config import NodeConfig
 from dicom_node.tasks import QUEUE_OF
-
-DELIVERY_TIME_LIMIT_S = 300
 
 
 def visibility_timeout(config: NodeConfig) -> int:

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ENV_PREFIX = "LUMBAR_NODE_"
+#: hard time limit of one delivery task (C-STORE association or STOW-RS request and all its
+#: objects); the worker kills a send that runs longer
+DELIVERY_TIME_LIMIT_S = 300
 #: variables with the prefix that belong to other parts (model registry, series rules, caches)
 OTHER_PARTS_ENV = frozenset({"CONFIG", "WEIGHTS_DIR", "SERIES_RULES", "CACHE"})
 log = logging.getLogger(__name__)
@@ -78,6 +81,10 @@ class NodeConfig:
     study_timeout_seconds: float = 120.0
     ignore_non_lumbar: bool = True
     max_associations: int = 10
+    #: C-STORE receiver processes sharing the DICOM port (SO_REUSEPORT); one Python process
+    #: is bound by its interpreter lock to about one core, so more processes is how ingest
+    #: scales across cores. max_associations applies to each process.
+    dimse_processes: int = 1
     max_pdu_size: int = 65536
     max_instance_bytes: int = 512 * 1024 * 1024
     max_instances_per_study: int = 5000
@@ -87,6 +94,11 @@ class NodeConfig:
     delivery_max_attempts: int = 8
     delivery_backoff_seconds: float = 30.0
     delivery_backoff_cap_seconds: float = 3600.0
+    #: a delivery `sending` for longer than this lost its worker and goes back to the queue.
+    #: Three times the delivery task's hard limit (DELIVERY_TIME_LIMIT_S, itself well above
+    #: the 30 s DIMSE and 60 s STOW-RS network timeouts), so a live send is never sent twice;
+    #: far below the broker's redelivery (visibility) timeout, which would rescue it an hour on
+    delivery_stale_seconds: int = 900
     job_time_limit_seconds: int = 1800
     #: first retry delay of a failed job (doubles per attempt, 3 attempts in all)
     job_retry_delay_seconds: float = 30.0
@@ -231,6 +243,10 @@ def load_config(
     config = NodeConfig(**values)  # type: ignore[arg-type]
     if not _AE_RE.match(config.ae_title):
         raise ValueError(f"invalid AE_TITLE {config.ae_title!r}")
+    if config.delivery_stale_seconds <= DELIVERY_TIME_LIMIT_S:
+        # a shorter limit would hand sends still in progress to a second worker
+        raise ValueError(f"DELIVERY_STALE_SECONDS must exceed the {DELIVERY_TIME_LIMIT_S} s "
+                         f"delivery time limit, got {config.delivery_stale_seconds}")
     if bool(config.tls_cert) != bool(config.tls_key):
         raise ValueError("TLS_CERT and TLS_KEY must be given together")
     return config

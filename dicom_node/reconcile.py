@@ -1,5 +1,6 @@
 """Re-queue work the queue lost: jobs stuck in `running` past their deadline (a worker died
-after the broker redelivery window) and deliveries whose retry time has come.
+after the broker redelivery window), deliveries stuck in `sending` past
+DELIVERY_STALE_SECONDS (a worker killed mid-send) and deliveries whose retry time has come.
 
 Runs in `serve` and as a periodic Celery task; with several of either on PostgreSQL the
 `FOR UPDATE SKIP LOCKED` select makes each row go to exactly one of them.
@@ -31,7 +32,7 @@ def reconcile(sessions: sessionmaker[Session], config: NodeConfig,
               now: datetime | None = None) -> dict[str, int]:
     now = now or utcnow()
     stale = now - timedelta(seconds=config.job_stale_seconds)
-    counts = {"jobs_requeued": 0, "deliveries_queued": 0}
+    counts = {"jobs_requeued": 0, "deliveries_queued": 0, "deliveries_requeued": 0}
     with sessions() as session, session.begin():
         stuck = session.scalars(_locked(session, select(Job).where(
             Job.state == "running", Job.superseded_by.is_(None),
@@ -53,6 +54,7 @@ def reconcile(sessions: sessionmaker[Session], config: NodeConfig,
             job.heartbeat_at = now
             outbox.enqueue(session, PROCESS_STUDY, job_id=job.id)
             counts["jobs_requeued"] += 1
+        counts["deliveries_requeued"] = _lost_sends(session, config, now)
         due = session.scalars(_locked(session, select(Delivery).where(
             Delivery.status == "pending", Delivery.next_attempt_at <= now)))
         for delivery in due:
@@ -62,3 +64,26 @@ def reconcile(sessions: sessionmaker[Session], config: NodeConfig,
     if any(counts.values()):
         log.info("reconciler: %s", counts)
     return counts
+
+
+def _lost_sends(session: Session, config: NodeConfig, now: datetime) -> int:
+    """Deliveries whose send outlived any worker's time limit: the worker is gone, and only
+    a broker redelivery (an hour on) would have tried again."""
+    stale = now - timedelta(seconds=config.delivery_stale_seconds)
+    lost = session.scalars(_locked(session, select(Delivery).where(
+        Delivery.status == "sending",
+        func.coalesce(Delivery.sending_since, Delivery.created_at) < stale)))
+    count = 0
+    for delivery in lost:
+        since = delivery.sending_since or delivery.created_at
+        reason = f"sending since {since.isoformat()} without an outcome; the worker was lost"
+        delivery.status, delivery.sending_since, delivery.last_error = "queued", None, reason
+        outbox.enqueue(session, DELIVER_RESULTS, delivery_id=delivery.id)
+        job = session.get(Job, delivery.job_id)
+        study = session.get(Study, job.study_id) if job else None
+        audit.record(session, "delivery.requeued", study_uid=study.study_instance_uid if study
+                     else None, patient_id=study.patient_id if study else None,
+                     actor="reconciler", delivery_id=delivery.id,
+                     destination=delivery.destination, attempt=delivery.attempts, reason=reason)
+        count += 1
+    return count

@@ -154,6 +154,9 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: set while `sending`: a worker killed mid-send leaves it behind, and the reconciler
+    #: re-queues the row once it is older than DELIVERY_STALE_SECONDS
+    sending_since: Mapped[datetime | None]
     next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)
     delivered_at: Mapped[datetime | None]
     dead_lettered_at: Mapped[datetime | None]

@@ -3,6 +3,10 @@
 A failed attempt puts the row back to `pending` with `next_attempt_at`; the reconciler
 queues it again when that time comes. After DELIVERY_MAX_ATTEMPTS the row is `dead` and
 shows in the admin API and `lumbar-node audit` until someone runs `lumbar-node resend`.
+
+Sending starts with one conditional UPDATE (the claim), so two messages for one row (a
+broker redelivery and a reconciler re-queue) do not both send; the attempt number it sets
+fences the outcome, so a send that outlived its claim does not overwrite a newer one.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node import audit, outbox
@@ -21,6 +25,8 @@ from dicom_node.delivery.senders import DeliveryError, send_dimse, send_stow
 from dicom_node.tasks import DELIVER_RESULTS
 
 log = logging.getLogger(__name__)
+#: what deliver returns when another worker is sending the row right now
+SENDING_ELSEWHERE = "sending-elsewhere"
 
 
 def destinations_for(config: NodeConfig, study: Study) -> tuple[list[Destination], str | None]:
@@ -56,6 +62,21 @@ def backoff_seconds(config: NodeConfig, attempts: int) -> float:
                config.delivery_backoff_seconds * 2 ** max(0, attempts - 1))
 
 
+def _claim(session: Session, config: NodeConfig, delivery_id: int) -> bool:
+    """Take the row if it waits to be sent, or if its send outlived DELIVERY_STALE_SECONDS."""
+    now = utcnow()
+    stale = now - timedelta(seconds=config.delivery_stale_seconds)
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id,
+               or_(Delivery.status.in_(("queued", "pending")),
+                   and_(Delivery.status == "sending",
+                        func.coalesce(Delivery.sending_since, Delivery.created_at) < stale)))
+        .values(status="sending", attempts=Delivery.attempts + 1, sending_since=now)
+        .execution_options(synchronize_session=False))
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
 def deliver(sessions: sessionmaker[Session], config: NodeConfig, delivery_id: int) -> str:
     """Send one delivery; idempotent (a delivered or dead row is left alone)."""
     with sessions() as session, session.begin():
@@ -64,10 +85,13 @@ def deliver(sessions: sessionmaker[Session], config: NodeConfig, delivery_id: in
             raise ValueError(f"no delivery with id {delivery_id}")
         if delivery.status in ("delivered", "dead", "cancelled"):
             return delivery.status
+        claimed = _claim(session, config, delivery_id)
+        session.refresh(delivery)
+        if not claimed:
+            return SENDING_ELSEWHERE if delivery.status == "sending" else delivery.status
         job = session.get(Job, delivery.job_id)
         study = session.get(Study, job.study_id)
         study_uid, patient_id = study.study_instance_uid, study.patient_id
-        delivery.status, delivery.attempts = "sending", delivery.attempts + 1
         attempts, label = delivery.attempts, delivery.destination
         files = [Path(p) for p in session.scalars(select(ResultObject.path).where(
             ResultObject.job_id == job.id, ResultObject.sop_instance_uid.is_not(None))
@@ -83,7 +107,12 @@ def deliver(sessions: sessionmaker[Session], config: NodeConfig, delivery_id: in
         error = str(exc)
     now = utcnow()
     with sessions() as session, session.begin():
-        delivery = session.get(Delivery, delivery_id)
+        delivery = _owned(session, delivery_id, attempts)
+        if delivery is None:  # re-queued as lost while this send ran; the newer claim decides
+            log.warning("delivery %s attempt %d outlived its claim (%s); outcome not recorded",
+                        delivery_id, attempts, "sent" if error is None else error)
+            return SENDING_ELSEWHERE
+        delivery.sending_since = None
         if error is None:
             delivery.status, delivery.delivered_at, delivery.last_error = "delivered", now, None
             audit.record(session, "delivery.sent", study_uid=study_uid, patient_id=patient_id,
@@ -106,6 +135,15 @@ def deliver(sessions: sessionmaker[Session], config: NodeConfig, delivery_id: in
             log.warning("delivery %s to %s failed (attempt %d), retry in %.0f s: %s",
                         delivery_id, label, attempts, wait, error)
         return delivery.status
+
+
+def _owned(session: Session, delivery_id: int, attempt: int) -> Delivery | None:
+    """The row, locked until commit, if claim `attempt` is still the one sending it."""
+    stmt = select(Delivery).where(Delivery.id == delivery_id, Delivery.status == "sending",
+                                  Delivery.attempts == attempt)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return session.scalar(stmt.execution_options(populate_existing=True))
 
 
 def resend_study(sessions: sessionmaker[Session], config: NodeConfig, study_uid: str,

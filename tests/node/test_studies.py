@@ -128,7 +128,8 @@ def test_reconciler_requeues_stuck_job(tmp_path, node_config, db_sessions):
     with sessions() as s, s.begin():
         job = s.scalar(select(Job))
         job.state, job.heartbeat_at = "running", utcnow() - timedelta(hours=2)
-    assert reconcile(sessions, node_config) == {"jobs_requeued": 1, "deliveries_queued": 0}
+    assert reconcile(sessions, node_config) == {"jobs_requeued": 1, "deliveries_queued": 0,
+                                                "deliveries_requeued": 0}
     with sessions() as s:
         assert s.scalar(select(Job)).state == "queued"
         assert len(list(s.scalars(select(OutboxMessage)))) == 2
