@@ -16,6 +16,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote
 
 ENV_PREFIX = "LUMBAR_NODE_"
 #: hard time limit of one delivery task (C-STORE association or STOW-RS request and all its
@@ -25,6 +26,13 @@ DELIVERY_TIME_LIMIT_S = 300
 OTHER_PARTS_ENV = frozenset({"CONFIG", "WEIGHTS_DIR", "SERIES_RULES", "CACHE"})
 log = logging.getLogger(__name__)
 _AE_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
+#: `scheme://user:password@` at the start of a URL (the authority ends at the first / ? #)
+_USERINFO = re.compile(r"^(https?://)([^/?#]*)@", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any `user:password@` shown as `***@`: the form that may be stored."""
+    return _USERINFO.sub(r"\1***@", url)
 
 
 @dataclass(frozen=True)
@@ -40,9 +48,10 @@ class Caller:
         return self.ip is None or self.ip == ip
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Destination:
-    """Where results go: a DIMSE peer (`AE@host:port`) or a DICOMweb base URL."""
+    """Where results go: a DIMSE peer (`AE@host:port`) or a DICOMweb base URL, which may
+    carry `user:password@` for HTTP basic authentication."""
 
     kind: str  # "dimse" | "dicomweb"
     ae_title: str = ""
@@ -52,7 +61,32 @@ class Destination:
 
     @property
     def label(self) -> str:
+        """The name stored in delivery rows and shown in audit events, logs and the admin
+        API, credentials redacted; deliveries find their destination in the configuration
+        again by it, so credentials never need to be in the database."""
+        return redact_url(self.url) if self.kind == "dicomweb" else self.spec
+
+    @property
+    def spec(self) -> str:
+        """The configured text, credentials included: `parse_destinations` reads it back."""
         return self.url if self.kind == "dicomweb" else f"{self.ae_title}@{self.host}:{self.port}"
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL without credentials: what is requested (they go in a header)."""
+        return _USERINFO.sub(r"\1", self.url)
+
+    @property
+    def basic_auth(self) -> tuple[str, str] | None:
+        """(user, password) from the URL, percent-decoded; None when it has none."""
+        match = _USERINFO.match(self.url) if self.kind == "dicomweb" else None
+        if match is None:
+            return None
+        user, _, password = match.group(2).partition(":")
+        return unquote(user), unquote(password)
+
+    def __repr__(self) -> str:  # config objects end up in logs and tracebacks
+        return f"Destination({self.label!r})"
 
 
 @dataclass(frozen=True)
@@ -156,6 +190,10 @@ def parse_destinations(text: str) -> tuple[Destination, ...]:
         if not match or not 0 < int(match.group(3)) < 65536:
             raise ValueError(f"invalid destination {item!r}: expected AE@host:port or http(s)://")
         out.append(Destination("dimse", match.group(1), match.group(2), int(match.group(3))))
+    labels = [d.label for d in out]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:  # the label is how a delivery finds its destination again: it must be unique
+        raise ValueError(f"destination listed more than once: {', '.join(twice)}")
     return tuple(out)
 
 

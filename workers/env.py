@@ -17,7 +17,7 @@ def config_env(config: NodeConfig) -> dict[str, str]:
         if f.name == "allowed_callers":
             value = ",".join(c.ae_title + (f"@{c.ip}" if c.ip else "") for c in value)
         elif f.name == "destinations":
-            value = ",".join(d.label for d in value)
+            value = ",".join(d.spec for d in value)  # the label has no credentials
         elif f.name == "return_ports":
             value = ",".join(f"{k}={v}" for k, v in value.items())
         env[f"LUMBAR_NODE_{f.name.upper()}"] = str(value)

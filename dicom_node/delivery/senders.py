@@ -56,19 +56,29 @@ def send_dimse(config: NodeConfig, dest: Destination, files: list[Path]) -> int:
 
 
 def send_stow(config: NodeConfig, dest: Destination, files: list[Path]) -> int:
-    """STOW-RS all files in one request; returns the number the server accepted."""
+    """STOW-RS all files in one request; returns the number the server accepted.
+
+    Credentials in the destination URL go out as HTTP basic authentication (instead of
+    DESTINATION_TOKEN) and are taken off the URL first: the DICOMweb client would otherwise
+    send the user name as the Host header, and request errors would quote the password."""
     import requests
     from dicomweb_client.api import DICOMwebClient
 
+    auth = dest.basic_auth
     headers = {"Authorization": f"Bearer {config.destination_token}"} if (
-        config.destination_token) else None
-    client = DICOMwebClient(dest.url, headers=headers, timeout=60)
-    datasets = [pydicom.dcmread(f) for f in files]
+        config.destination_token and auth is None) else None
+    session = requests.Session()
+    session.auth = auth
     try:
-        response = client.store_instances(datasets)
-    except requests.RequestException as exc:
-        raise DeliveryError(f"STOW-RS to {dest.url} failed: {exc}") from None
+        client = DICOMwebClient(dest.endpoint, headers=headers, timeout=60, session=session)
+        datasets = [pydicom.dcmread(f) for f in files]
+        try:
+            response = client.store_instances(datasets)
+        except requests.RequestException as exc:
+            raise DeliveryError(f"STOW-RS to {dest.label} failed: {exc}") from None
+    finally:
+        session.close()
     failed = response.get("FailedSOPSequence", [])
     if failed:
-        raise DeliveryError(f"STOW-RS to {dest.url}: {len(failed)} of {len(datasets)} refused")
+        raise DeliveryError(f"STOW-RS to {dest.label}: {len(failed)} of {len(datasets)} refused")
     return len(datasets)

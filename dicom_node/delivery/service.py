@@ -7,6 +7,11 @@ shows in the admin API and `lumbar-node audit` until someone runs `lumbar-node r
 Sending starts with one conditional UPDATE (the claim), so two messages for one row (a
 broker redelivery and a reconciler re-queue) do not both send; the attempt number it sets
 fences the outcome, so a send that outlived its claim does not overwrite a newer one.
+
+A row names its destination by the redacted label (no `user:password@`); the send looks
+that label up among the destinations the configuration gives the study now, so credentials
+live only in the configuration. A label no longer there dead-letters the row at once with
+the reason: retrying cannot help until the configuration changes, and then `resend` does.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node import audit, outbox
-from dicom_node.config import Destination, NodeConfig, parse_destinations
+from dicom_node.config import Destination, NodeConfig
 from dicom_node.db.models import Delivery, Job, ResultObject, Study, utcnow
 from dicom_node.delivery.senders import DeliveryError, send_dimse, send_stow
 from dicom_node.tasks import DELIVER_RESULTS
@@ -38,6 +43,11 @@ def destinations_for(config: NodeConfig, study: Study) -> tuple[list[Destination
         return [Destination("dimse", ae, study.calling_ip, config.return_ports[ae])], None
     return [], (f"no DESTINATIONS configured and no RETURN_PORTS entry for calling AE "
                 f"{ae or '(unknown)'}")
+
+
+def configured_destination(config: NodeConfig, study: Study, label: str) -> Destination | None:
+    """The destination a delivery row's label names, as currently configured."""
+    return next((d for d in destinations_for(config, study)[0] if d.label == label), None)
 
 
 def create_deliveries(session: Session, config: NodeConfig, job: Job, study: Study) -> list[
@@ -93,18 +103,22 @@ def deliver(sessions: sessionmaker[Session], config: NodeConfig, delivery_id: in
         study = session.get(Study, job.study_id)
         study_uid, patient_id = study.study_instance_uid, study.patient_id
         attempts, label = delivery.attempts, delivery.destination
+        dest = configured_destination(config, study, label)
         files = [Path(p) for p in session.scalars(select(ResultObject.path).where(
             ResultObject.job_id == job.id, ResultObject.sop_instance_uid.is_not(None))
             .order_by(ResultObject.id))]
     error: str | None = None
+    final = dest is None
     sent = 0
     try:
+        if dest is None:
+            raise DeliveryError(f"destination {label} is no longer configured (DESTINATIONS or "
+                                f"RETURN_PORTS); fix the configuration and resend the study")
         if not files:
             raise DeliveryError("job produced no DICOM result objects")
-        dest = parse_destinations(label)[0]
         sent = (send_stow if dest.kind == "dicomweb" else send_dimse)(config, dest, files)
     except (DeliveryError, OSError, ValueError) as exc:
-        error = str(exc)
+        error = _without_credentials(str(exc), dest)
     now = utcnow()
     with sessions() as session, session.begin():
         delivery = _owned(session, delivery_id, attempts)
@@ -119,7 +133,7 @@ def deliver(sessions: sessionmaker[Session], config: NodeConfig, delivery_id: in
                          actor="worker", delivery_id=delivery_id, destination=label,
                          objects=sent, attempt=attempts)
             log.info("delivered %d objects to %s", sent, label)
-        elif attempts >= config.delivery_max_attempts:
+        elif final or attempts >= config.delivery_max_attempts:
             delivery.status, delivery.dead_lettered_at, delivery.last_error = "dead", now, error
             audit.record(session, "delivery.dead_lettered", study_uid=study_uid,
                          patient_id=patient_id, actor="worker", delivery_id=delivery_id,
@@ -135,6 +149,15 @@ def deliver(sessions: sessionmaker[Session], config: NodeConfig, delivery_id: in
             log.warning("delivery %s to %s failed (attempt %d), retry in %.0f s: %s",
                         delivery_id, label, attempts, wait, error)
         return delivery.status
+
+
+def _without_credentials(text: str, dest: Destination | None) -> str:
+    """Error text as it may be stored: a library quoting the URL or password is not trusted."""
+    auth = dest.basic_auth if dest is not None else None
+    if dest is None or auth is None:
+        return text
+    text = text.replace(dest.url, dest.label)
+    return text.replace(auth[1], "***") if auth[1] else text
 
 
 def _owned(session: Session, delivery_id: int, attempt: int) -> Delivery | None:
