@@ -5,7 +5,7 @@ study, TCP_NODELAY=1 for every dcmtk peer including Orthanc's embedded dcmtk), o
 the other. The node runs as in production: PostgreSQL index, Redis broker, spool with
 fsync; storescp only writes files; Orthanc writes files and its SQLite index.
 
-    .venv/bin/python benchmarks/ingest.py --studies 8 --size 256 --senders 2
+    .venv/bin/python benchmarks/ingest.py --studies 8 --size 256 --senders 2 --processes 1,2
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _harness
 import load
+
+NODE = "lumbar-node"
 
 
 def make_studies(folder: Path, studies: int, size: int, per_series: int) -> list[list[Path]]:
@@ -55,8 +57,8 @@ def measure(name: str, port: int, called: str, studies: Sequence[Sequence[Path]]
             "mb_s": megabytes / seconds}
 
 
-def run(studies: int, size: int, per_series: int, senders: int, workdir: Path) -> dict[
-        str, dict[str, float]]:
+def run(studies: int, size: int, per_series: int, senders: int, workdir: Path,
+        processes: Sequence[int] = (1,)) -> dict[str, dict[str, float]]:
     os.environ["TCP_NODELAY"] = "1"  # inherited by Orthanc (dcmtk inside) and storescu
     sys.path.insert(0, str(_harness.REPO / "tests" / "deploy"))
     from orthanc import Modality, OrthancServer
@@ -79,26 +81,29 @@ def run(studies: int, size: int, per_series: int, senders: int, workdir: Path) -
 
     redis = _harness.RedisServer(workdir / "redis").start()
     try:
-        with _harness.throwaway_database() as db_url:
-            stack = _harness.Stack(workdir / "node", db_url, redis.url, workers=0, pacs=False,
-                                   loglevel="WARNING", settle_seconds=30.0)
-            with stack:
-                results["lumbar-node"] = measure(
-                    "lumbar-node", stack.config.dimse_port, stack.config.ae_title, data,
-                    senders, lambda: len(_harness.spool_files(stack.config.spool)))
+        for count in processes:
+            name = NODE if count == 1 else f"{NODE} x{count}"
+            with _harness.throwaway_database() as db_url:
+                stack = _harness.Stack(workdir / f"node{count}", db_url, redis.url, workers=0,
+                                       pacs=False, loglevel="WARNING", settle_seconds=30.0,
+                                       dimse_processes=count)
+                with stack:
+                    results[name] = measure(
+                        name, stack.config.dimse_port, stack.config.ae_title, data, senders,
+                        lambda spool=stack.config.spool: len(_harness.spool_files(spool)))
     finally:
         redis.stop()
     return results
 
 
 def print_table(results: dict[str, dict[str, float]]) -> None:
-    print(f"{'peer':<12} {'instances':>9} {'seconds':>8} {'inst/s':>8} {'MB/s':>8}")
+    print(f"{'peer':<16} {'instances':>9} {'seconds':>8} {'inst/s':>8} {'MB/s':>8}")
     for name, r in results.items():
-        print(f"{name:<12} {r['instances']:>9.0f} {r['seconds']:>8.2f} {r['inst_s']:>8.1f} "
+        print(f"{name:<16} {r['instances']:>9.0f} {r['seconds']:>8.2f} {r['inst_s']:>8.1f} "
               f"{r['mb_s']:>8.1f}")
-    node = results["lumbar-node"]["inst_s"]
-    for other in ("orthanc", "storescp"):
-        print(f"lumbar-node / {other}: {node / results[other]['inst_s']:.2f}")
+    for name in (n for n in results if n.startswith(NODE)):
+        for other in ("orthanc", "storescp"):
+            print(f"{name} / {other}: {results[name]['inst_s'] / results[other]['inst_s']:.2f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,11 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256, help="image matrix (pixels)")
     parser.add_argument("--per-series", type=int, default=15)
     parser.add_argument("--senders", type=int, default=2, help="parallel storescu")
+    parser.add_argument("--processes", default="1,2",
+                        help="node runs with these DIMSE_PROCESSES, comma-separated")
     args = parser.parse_args(argv)
     if args.studies < 1 or args.senders < 1 or args.size < 8 or args.per_series < 1:
         parser.error("--studies, --senders, --per-series must be >= 1 and --size >= 8")
     with tempfile.TemporaryDirectory(prefix="lumbar-ingest-") as tmp:
-        results = run(args.studies, args.size, args.per_series, args.senders, Path(tmp))
+        results = run(args.studies, args.size, args.per_series, args.senders, Path(tmp),
+                      processes=[int(n) for n in args.processes.split(",")])
     print_table(results)
     return 0
 

@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.orm import Session
 
-from dicom_node.db.models import AuditEvent
+from dicom_node.db.models import AuditEvent, utcnow
 
+_INSERT = insert(AuditEvent.__table__)  # a statement, built once: compiled once per dialect
 AUDIT_COLUMNS = ("id", "at", "event_type", "actor", "ae_title", "ip", "study_instance_uid",
                  "patient_id", "detail")
 
@@ -33,17 +34,32 @@ def record(
     **detail: Any,
 ) -> AuditEvent:
     """Add one event to the caller's transaction, so it commits or rolls back with the work."""
-    event = AuditEvent(
-        event_type=event_type,
-        study_instance_uid=study_uid,
-        patient_id=patient_id,
-        actor=actor,
-        ae_title=ae_title,
-        ip=ip,
-        detail=detail or None,
-    )
+    event = AuditEvent(**_row(event_type, study_uid, patient_id, actor, ae_title, ip, detail))
     session.add(event)
     return event
+
+
+def append(
+    conn: Connection,
+    event_type: str,
+    *,
+    study_uid: str | None = None,
+    patient_id: str | None = None,
+    actor: str | None = None,
+    ae_title: str | None = None,
+    ip: str | None = None,
+    **detail: Any,
+) -> None:
+    """:func:`record` for Core code on the ingest hot path, which has no ORM unit of work."""
+    conn.execute(_INSERT, {"at": utcnow(),
+                           **_row(event_type, study_uid, patient_id, actor, ae_title, ip, detail)})
+
+
+def _row(event_type: str, study_uid: str | None, patient_id: str | None, actor: str | None,
+         ae_title: str | None, ip: str | None, detail: dict[str, Any]) -> dict[str, Any]:
+    return {"event_type": event_type, "study_instance_uid": study_uid,
+            "patient_id": patient_id, "actor": actor, "ae_title": ae_title, "ip": ip,
+            "detail": detail or None}
 
 
 def query(

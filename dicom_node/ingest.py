@@ -15,13 +15,11 @@ from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from dicom_node import audit
 from dicom_node.config import NodeConfig
-from dicom_node.db.models import Instance, Series, Study, utcnow
+from dicom_node.instance_index import InstanceIndex, Received, StudyFull
 from dicom_node.sop_classes import STORAGE_CLASSES
 from dicom_node.spool import Spool
 from dicom_node.uids import validate_uid
@@ -92,10 +90,13 @@ def _check_pixels(ds: Dataset) -> None:
 
 
 class Ingestor:
+    """Shared by every thread of one process; holds the index's id caches."""
+
     def __init__(self, config: NodeConfig, sessions: sessionmaker[Session]) -> None:
         self.config = config
         self.sessions = sessions
         self.spool = Spool(config.spool)
+        self.index = InstanceIndex(config.max_instances_per_study)
 
     def store(
         self,
@@ -115,7 +116,8 @@ class Ingestor:
         try:
             sop_uid = validate_uid(ds.get("SOPInstanceUID"), "SOPInstanceUID")
             study_uid = validate_uid(ds.get("StudyInstanceUID"), "StudyInstanceUID")
-            validate_uid(ds.get("SeriesInstanceUID"), "SeriesInstanceUID")
+            uids = (sop_uid, study_uid,
+                    validate_uid(ds.get("SeriesInstanceUID"), "SeriesInstanceUID"))
             sop_class = validate_uid(ds.get("SOPClassUID"), "SOPClassUID")
         except ValueError as exc:
             raise IngestError(INVALID_UID, str(exc)) from None
@@ -124,98 +126,80 @@ class Ingestor:
                               f"request's {expected_sop_uid!r}")
         if sop_class not in STORAGE_CLASSES:
             raise IngestError(SOP_CLASS_NOT_SUPPORTED, f"SOP class {sop_class} not accepted")
-        transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(
-            ds, "file_meta") else ""
-
+        path = self.spool.path_for(study_uid, sop_uid)
+        item = _received(ds, uids, sop_class, data, path, source, ae_title, ip)
         try:
-            with self.sessions() as session:
-                existing = session.scalar(
-                    select(Instance.id).where(Instance.sop_instance_uid == sop_uid))
-            if existing is not None:
-                return Stored(sop_uid, study_uid, duplicate=True)
-        except OperationalError as exc:
-            raise IngestError(OUT_OF_RESOURCES, f"database unavailable: {exc.orig}") from None
-
-        try:
-            path = self.spool.write(study_uid, sop_uid, data)
+            staged = self.spool.stage(path, data)
         except OSError as exc:
-            status = OUT_OF_RESOURCES
             why = "disk full" if exc.errno == errno.ENOSPC else f"spool write failed: {exc}"
-            raise IngestError(status, why) from None
-        digest = hashlib.sha256(data).hexdigest()
+            raise IngestError(OUT_OF_RESOURCES, why) from None
+        try:
+            return Stored(sop_uid, study_uid, duplicate=self._index(item, staged, path))
+        finally:
+            staged.unlink(missing_ok=True)
+
+    def _index(self, item: Received, staged: Path, path: Path) -> bool:
+        """Index with a few retries; a failed transaction never leaves a placed file behind."""
         for attempt in range(3):
+            placed = False
+
+            def place() -> None:
+                nonlocal placed
+                self.spool.place(staged, path)
+                placed = True
+
             try:
-                with self.sessions() as session, session.begin():
-                    dup = self._index(session, ds, path, digest, len(data), transfer_syntax,
-                                      source, ae_title, ip)
-                return Stored(sop_uid, study_uid, duplicate=dup)
+                with self.sessions() as session:
+                    with session.begin():
+                        duplicate = self.index.add(session, item, place)
+                    self.index.committed(session)
+                return duplicate
+            except StudyFull as exc:
+                self._unplace(placed, path)
+                raise IngestError(OUT_OF_RESOURCES, str(exc)) from None
             except IntegrityError:
+                # a cached study/series row that is gone, or a race on a new one: start over
+                self._unplace(placed, path)
+                self.index.forget()
                 if attempt == 2:
                     raise IngestError(OUT_OF_RESOURCES, "concurrent index conflict") from None
-            except IngestError:
-                path.unlink(missing_ok=True)
-                raise
-            except SQLAlchemyError as exc:
-                path.unlink(missing_ok=True)
-                raise IngestError(OUT_OF_RESOURCES, f"database unavailable: {exc}") from None
+            except (OperationalError, SQLAlchemyError) as exc:
+                self._unplace(placed, path)
+                orig = getattr(exc, "orig", None) or exc
+                raise IngestError(OUT_OF_RESOURCES, f"database unavailable: {orig}") from None
+            except OSError as exc:
+                raise IngestError(OUT_OF_RESOURCES, f"spool write failed: {exc}") from None
         raise AssertionError("unreachable")
 
-    def _index(
-        self, session: Session, ds: Dataset, path: Path, digest: str, size: int,
-        transfer_syntax: str, source: str, ae_title: str | None, ip: str | None,
-    ) -> bool:
-        sop_uid, study_uid = str(ds.SOPInstanceUID), str(ds.StudyInstanceUID)
-        if session.scalar(select(Instance.id).where(Instance.sop_instance_uid == sop_uid)):
-            return True
-        now = utcnow()
-        study = session.scalar(select(Study).where(Study.study_instance_uid == study_uid))
-        patient_id = str(ds.get("PatientID", "") or "")[:64] or None
-        if study is None:
-            study = Study(study_instance_uid=study_uid, patient_id=patient_id,
-                          accession_number=str(ds.get("AccessionNumber", "") or "")[:64] or None,
-                          calling_ae=ae_title, calling_ip=ip, first_received_at=now,
-                          last_received_at=now, instance_count=0)
-            session.add(study)
-            session.flush()
-            audit.record(session, "study.first_instance", study_uid=study_uid,
-                         patient_id=patient_id, ae_title=ae_title, ip=ip, source=source)
-        if source != "result":
-            if study.instance_count >= self.config.max_instances_per_study:
-                raise IngestError(OUT_OF_RESOURCES, f"study holds {study.instance_count} "
-                                  f"instances, the limit is {self.config.max_instances_per_study}")
-            study.instance_count += 1
-            study.last_received_at = now
-            if study.state != "receiving":
-                audit.record(session, "study.reopened", study_uid=study_uid,
-                             patient_id=study.patient_id, ae_title=ae_title, ip=ip,
-                             previous_state=study.state, sop_instance_uid=sop_uid)
-                study.state = "receiving"
-                study.reason, study.checked_at = None, None
-            if ae_title:
-                study.calling_ae, study.calling_ip = ae_title, ip
-        modality = str(ds.get("Modality", "") or "")[:16] or None
-        series_uid = str(ds.SeriesInstanceUID)
-        series = session.scalar(select(Series).where(Series.series_instance_uid == series_uid))
-        if series is None:
-            series = Series(study_id=study.id, series_instance_uid=series_uid, modality=modality,
-                            series_description=str(ds.get("SeriesDescription", "") or "")[:64],
-                            series_number=_int(ds.get("SeriesNumber")),
-                            is_result=source == "result", instance_count=0)
-            session.add(series)
-            session.flush()
-        series.instance_count += 1
-        mods = set(filter(None, (study.modalities or "").split("\\"))) | ({modality} - {None})
-        study.modalities = "\\".join(sorted(m for m in mods if m))[:64]
-        session.add(Instance(series_id=series.id, sop_instance_uid=sop_uid,
-                             sop_class_uid=str(ds.SOPClassUID),
-                             transfer_syntax_uid=transfer_syntax,
-                             instance_number=_int(ds.get("InstanceNumber")), path=str(path),
-                             size_bytes=size, sha256=digest, received_at=now, source=source))
-        audit.record(session, "instance.stored", study_uid=study_uid, patient_id=study.patient_id,
-                     ae_title=ae_title, ip=ip, source=source, sop_instance_uid=sop_uid,
-                     series_instance_uid=series_uid,
-                     sop_class=STORAGE_CLASSES.get(str(ds.SOPClassUID), str(ds.SOPClassUID)))
-        return False
+    @staticmethod
+    def _unplace(placed: bool, path: Path) -> None:
+        if placed:
+            path.unlink(missing_ok=True)
+
+
+def _received(ds: Dataset, uids: tuple[str, str, str], sop_class: str, data: bytes,
+              path: Path, source: str, ae_title: str | None, ip: str | None) -> Received:
+    """The indexed attributes; one that pydicom cannot decode refuses the instance."""
+    try:
+        return Received(
+            sop_instance_uid=uids[0], study_instance_uid=uids[1], series_instance_uid=uids[2],
+            sop_class_uid=sop_class, sop_class_name=STORAGE_CLASSES[sop_class],
+            transfer_syntax_uid=str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "")),
+            patient_id=_text(ds, "PatientID", 64),
+            accession_number=_text(ds, "AccessionNumber", 64),
+            modality=_text(ds, "Modality", 16),
+            series_description=_text(ds, "SeriesDescription", 64) or "",
+            series_number=_int(ds.get("SeriesNumber")),
+            instance_number=_int(ds.get("InstanceNumber")), path=str(path),
+            size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), source=source,
+            ae_title=ae_title, ip=ip)
+    except Exception as exc:  # pydicom raises many types for values it cannot convert
+        raise IngestError(CANNOT_UNDERSTAND, f"unreadable attribute: {type(exc).__name__}: "
+                          f"{exc}") from None
+
+
+def _text(ds: Dataset, keyword: str, limit: int) -> str | None:
+    return str(ds.get(keyword, "") or "")[:limit] or None
 
 
 def _int(value: object) -> int | None:

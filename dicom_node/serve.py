@@ -82,12 +82,16 @@ class Node:
         self._http_server: Any = None
         self._http_thread: threading.Thread | None = None
         self.scp: Any = None
+        self.receivers: Any = None
 
     def start(self) -> None:
+        from dicom_node.dimse.processes import ReceiverProcesses
         from dicom_node.dimse.scp import StoreSCP
 
+        self.receivers = ReceiverProcesses(self.config)
         self.scp = StoreSCP(self.config, self.sessions, self.ingestor)
-        self.scp.start()
+        self.scp.start(reuse_port=self.receivers.shared)
+        self.receivers.start()
         if self.http_enabled:
             self._start_http()
         if self.scheduler:
@@ -122,6 +126,8 @@ class Node:
                 self._http_thread.join(timeout=10)
         if self.scp is not None:
             self.scp.stop()
+        if self.receivers is not None:
+            self.receivers.stop()
         if self._publisher is not None:
             self._publisher.close()
         self.engine.dispose()

@@ -2,7 +2,8 @@
 
 Paths are built only from SHA-1 hashes of validated UIDs, never from raw tag values, so a
 hostile UID cannot steer a write outside the spool. Writes go to a temporary file in the
-target folder, are fsynced and then renamed: a crash leaves either the whole file or none.
+target folder, are fsynced and then renamed: a crash leaves either the whole file or none
+(and at worst a `.incoming-*.tmp` file, never read as an instance).
 """
 
 from __future__ import annotations
@@ -21,13 +22,16 @@ class Spool:
     def path_for(self, study_uid: str, sop_uid: str) -> Path:
         study = uid_hash(validate_uid(study_uid, "StudyInstanceUID"))
         sop = uid_hash(validate_uid(sop_uid, "SOPInstanceUID"))
-        path = self.root / study[:2] / study / f"{sop}.dcm"
-        if self.root not in path.resolve().parents:
-            raise ValueError(f"spool path {path} escapes {self.root}")
-        return path
+        # hex digests cannot hold a separator or "..", so the path stays under root by
+        # construction; no resolve() (an lstat per component) on the ingest hot path
+        return self.root / study[:2] / study / f"{sop}.dcm"
 
-    def write(self, study_uid: str, sop_uid: str, data: bytes) -> Path:
-        path = self.path_for(study_uid, sop_uid)
+    def stage(self, path: Path, data: bytes) -> Path:
+        """Write ``data`` durably beside ``path`` under a temporary name.
+
+        Staging first lets ingest do the slow part (write + fsync) before its database
+        transaction, and move the file into place only once the index row is claimed.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-", suffix=".tmp")
         try:
@@ -35,13 +39,16 @@ class Spool:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        return Path(tmp)
+
+    def place(self, staged: Path, path: Path) -> None:
+        """Atomic rename, then the folder fsync that makes the rename itself durable."""
+        os.replace(staged, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        return path

@@ -8,6 +8,10 @@ peer encoded it (no decode/re-encode round trip) through :class:`~dicom_node.ing
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import socketserver
+import threading
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -50,27 +54,36 @@ class StoreSCP:
             ae.add_supported_context(uid, TRANSFER_SYNTAXES)
         return ae
 
-    def start(self) -> ThreadedAssociationServer:
-        """Serve in background threads; returns the server (``shutdown()`` to stop)."""
+    def start(self, *, reuse_port: bool = False) -> ThreadedAssociationServer:
+        """Serve in background threads; returns the server (``shutdown()`` to stop).
+
+        With ``reuse_port`` several processes bind the same port and the kernel spreads
+        incoming associations over them (see :mod:`dicom_node.dimse.processes`).
+        """
         handlers = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
         ]
-        self.server = self.build_ae().start_server(
+        self.server = self.build_ae().make_server(
             (self.config.dimse_host, self.config.dimse_port),
-            block=False,
             evt_handlers=handlers,
             ssl_context=server_context(self.config),
+            server_class=_ReusePortServer if reuse_port else ThreadedAssociationServer,
         )
+        threading.Thread(target=self.server.serve_forever, name="dimse-acceptor",
+                         daemon=True).start()
         log.info("DICOM SCP %s listening on %s:%s", self.config.ae_title,
                  self.config.dimse_host, self.server.server_address[1])
         return self.server
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
-            self.server = None
+            server, self.server = self.server, None
+            # pynetdicom's own shutdown() also undoes start_server's bookkeeping, which
+            # make_server does not do; stop the accept loop and close the socket directly
+            socketserver.TCPServer.shutdown(server)
+            server.server_close()
 
     # --- handlers -----------------------------------------------------------------------
 
@@ -88,7 +101,9 @@ class StoreSCP:
                    "is not in ALLOWED_CALLERS")
             self._reject(event, calling, ip, CALLING_AE_NOT_RECOGNISED, why)
         else:
-            self._audit("association.accepted", ae_title=calling, ip=ip, called_ae=called)
+            # the receiver process, for sites running several (DIMSE_PROCESSES)
+            self._audit("association.accepted", ae_title=calling, ip=ip, called_ae=called,
+                        receiver_pid=os.getpid())
 
     def _reject(self, event: Any, calling: str, ip: str, diagnostic: int, why: str) -> None:
         log.warning("association rejected: %s", why)
@@ -135,3 +150,11 @@ class StoreSCP:
         if stored.duplicate:
             log.info("duplicate instance from %s ignored", calling)
         return SUCCESS
+
+
+class _ReusePortServer(ThreadedAssociationServer):
+    """Binds with SO_REUSEPORT so sibling receiver processes can share one DICOM port."""
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
