@@ -284,6 +284,11 @@ def print_summary(result: dict[str, Any], workers: int, concurrency: int) -> Non
     print(f"{result['send_s']:>8.1f} {result['inst_s']:>8.1f} {result['settle_s']:>9.1f} "
           f"{result['delivered']:>10} {result['results_at_pacs']:>8}")
     print("jobs (state/result):", ", ".join(f"{k} {v}" for k, v in sorted(result["jobs"].items())))
+    entries = [e for e in result["report"].values() if e]
+    with_results = [e for e in entries if e["result_sops"]]
+    print(f"studies with result objects: {len(with_results)}/{result['studies']} "
+          f"({sum(len(e['result_sops']) for e in with_results)} objects, each checked at the "
+          "PACS exactly once)")
     reasons = sorted({(e["job_reason"] or "")[:100] for e in result["report"].values()
                       if e and e["job_state"] == "failed"})
     for reason in reasons:
