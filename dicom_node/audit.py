@@ -22,25 +22,23 @@ AUDIT_COLUMNS = ("id", "at", "event_type", "actor", "ae_title", "ip", "study_ins
                  "patient_id", "detail")
 
 
-def record(
-    session: Session,
-    event_type: str,
-    *,
-    study_uid: str | None = None,
-    patient_id: str | None = None,
-    actor: str | None = None,
-    ae_title: str | None = None,
-    ip: str | None = None,
-    **detail: Any,
-) -> AuditEvent:
-    """Add one event to the caller's transaction, so it commits or rolls back with the work."""
-    event = AuditEvent(**_row(event_type, study_uid, patient_id, actor, ae_title, ip, detail))
+def record(session: Session, event_type: str, **fields: Any) -> AuditEvent:
+    """Add one event to the caller's transaction, so it commits or rolls back with the work.
+
+    ``fields``: see :func:`_row` (study_uid, patient_id, actor, ae_title, ip; the rest is
+    the event's detail).
+    """
+    event = AuditEvent(**_row(event_type, **fields))
     session.add(event)
     return event
 
 
-def append(
-    conn: Connection,
+def append(conn: Connection, event_type: str, **fields: Any) -> None:
+    """:func:`record` for Core code on the ingest hot path, which has no ORM unit of work."""
+    conn.execute(_INSERT, {"at": utcnow(), **_row(event_type, **fields)})
+
+
+def _row(
     event_type: str,
     *,
     study_uid: str | None = None,
@@ -49,14 +47,7 @@ def append(
     ae_title: str | None = None,
     ip: str | None = None,
     **detail: Any,
-) -> None:
-    """:func:`record` for Core code on the ingest hot path, which has no ORM unit of work."""
-    conn.execute(_INSERT, {"at": utcnow(),
-                           **_row(event_type, study_uid, patient_id, actor, ae_title, ip, detail)})
-
-
-def _row(event_type: str, study_uid: str | None, patient_id: str | None, actor: str | None,
-         ae_title: str | None, ip: str | None, detail: dict[str, Any]) -> dict[str, Any]:
+) -> dict[str, Any]:
     return {"event_type": event_type, "study_instance_uid": study_uid,
             "patient_id": patient_id, "actor": actor, "ae_title": ae_title, "ip": ip,
             "detail": detail or None}

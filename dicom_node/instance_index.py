@@ -66,6 +66,18 @@ def _insert(conn: Connection, table: Any) -> Any:
     return dialect.insert(table)
 
 
+def _get_or_insert(conn: Connection, table: Any, key: str, values: dict[str, Any]) -> tuple[
+        int, bool]:
+    """The row's id, inserting it unless a concurrent sender got there first."""
+    inserted = conn.execute(_insert(conn, table).values(**values)
+                            .on_conflict_do_nothing(index_elements=[key])
+                            .returning(table.c.id)).first()
+    if inserted is not None:
+        return int(inserted[0]), True
+    found = conn.execute(select(table.c.id).where(table.c[key] == values[key])).scalar_one()
+    return int(found), False
+
+
 # Hot-path statements are built once with bind parameters: building a statement per call
 # cost more CPU than the round trip it makes.
 _GUARD = (STUDIES.c.id == bindparam("b_id"), STUDIES.c.state == "receiving",
@@ -159,20 +171,15 @@ class InstanceIndex:
         cached = self._study_ids.get(uid)
         if cached is not None:
             return cached, False
-        inserted = conn.execute(
-            _insert(conn, STUDIES).values(
-                study_instance_uid=uid, patient_id=item.patient_id,
-                accession_number=item.accession_number, calling_ae=item.ae_title,
-                calling_ip=item.ip, state="receiving", first_received_at=now,
-                last_received_at=now, instance_count=0,
-            ).on_conflict_do_nothing(index_elements=["study_instance_uid"])
-            .returning(STUDIES.c.id)).first()
-        if inserted is not None:
+        study_id, inserted = _get_or_insert(conn, STUDIES, "study_instance_uid", {
+            "study_instance_uid": uid, "patient_id": item.patient_id,
+            "accession_number": item.accession_number, "calling_ae": item.ae_title,
+            "calling_ip": item.ip, "state": "receiving", "first_received_at": now,
+            "last_received_at": now, "instance_count": 0})
+        if inserted:
             audit.append(conn, "study.first_instance", study_uid=uid, patient_id=item.patient_id,
                          ae_title=item.ae_title, ip=item.ip, source=item.source)
-            return int(inserted[0]), True
-        found = conn.execute(select(STUDIES.c.id).where(STUDIES.c.study_instance_uid == uid))
-        return int(found.scalar_one()), True
+        return study_id, True
 
     def _count_in_study(self, conn: Connection, item: Received, study_id: int,
                         now: datetime) -> None:
@@ -210,19 +217,13 @@ class InstanceIndex:
         cached = self._series_ids.get(uid)
         if cached is not None:
             return cached, False
-        inserted = conn.execute(
-            _insert(conn, SERIES).values(
-                study_id=study_id, series_instance_uid=uid, modality=item.modality,
-                series_description=item.series_description, series_number=item.series_number,
-                is_result=item.source == "result", instance_count=0,
-            ).on_conflict_do_nothing(index_elements=["series_instance_uid"])
-            .returning(SERIES.c.id)).first()
-        if inserted is None:
-            found = conn.execute(select(SERIES.c.id).where(SERIES.c.series_instance_uid == uid))
-            return int(found.scalar_one()), True
-        if item.modality:
+        series_id, inserted = _get_or_insert(conn, SERIES, "series_instance_uid", {
+            "study_id": study_id, "series_instance_uid": uid, "modality": item.modality,
+            "series_description": item.series_description, "series_number": item.series_number,
+            "is_result": item.source == "result", "instance_count": 0})
+        if inserted and item.modality:
             self._add_modality(conn, study_id, item.modality)
-        return int(inserted[0]), True
+        return series_id, True
 
     @staticmethod
     def _add_modality(conn: Connection, study_id: int, modality: str) -> None:
