@@ -30,6 +30,7 @@ T = TypeVar("T")
 
 
 def free_port() -> int:
+    """A loopback port the OS picked, so parallel runs and test workers do not clash."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -41,8 +42,10 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def wait_for(probe: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
-    """Poll until ``probe()`` is truthy; TimeoutError says what never happened."""
+def wait_for(probe: Callable[[], T | None], timeout: float, what: str,
+             interval: float = 0.2) -> T:
+    """Poll until ``probe()`` is truthy and return it; TimeoutError says what never happened,
+    so a test or benchmark that gives up names the promise that was broken."""
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
@@ -207,11 +210,13 @@ class PgCluster:
 
 
 @contextlib.contextmanager
-def throwaway_database(admin_url: str = PG_ADMIN) -> Iterator[str]:
-    """A fresh database on an existing server; dropped afterwards. Yields its SQLAlchemy URL."""
+def throwaway_database(admin_url: str = PG_ADMIN,
+                       prefix: str = "lumbar_resilience_") -> Iterator[str]:
+    """A fresh database on an existing server; dropped afterwards. Yields its SQLAlchemy URL.
+    The ``prefix`` tells whose database a leftover one is."""
     import psycopg
 
-    name = f"lumbar_resilience_{secrets.token_hex(4)}"
+    name = f"{prefix}{secrets.token_hex(4)}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
@@ -231,15 +236,19 @@ def dcmtk_env() -> dict[str, str]:
 
 
 class Storescp(Process):
-    """dcmtk storescp as the PACS that receives results; unique file names keep duplicates."""
+    """dcmtk storescp as the PACS that receives results: unique file names keep duplicates
+    and every transfer syntax is accepted, unless a test needs a stock PACS that overwrites
+    a re-sent instance or refuses what it was not configured for."""
 
     def __init__(self, workdir: Path, ae_title: str = "PACS", port: int | None = None,
-                 fsync: bool = False) -> None:
+                 fsync: bool = False, *, unique_filenames: bool = True,
+                 accept_all: bool = True) -> None:
         self.port = port or free_port()
         self.out = workdir / "received"
         self.ae_title = ae_title
         argv = ["storescp", "--aetitle", ae_title, "--output-directory", str(self.out),
-                "--unique-filenames", "--accept-all", str(self.port)]
+                *(["--unique-filenames"] if unique_filenames else []),
+                *(["--accept-all"] if accept_all else []), str(self.port)]
         super().__init__("storescp", argv, workdir / "storescp.log", env=dcmtk_env())
 
     def start(self) -> Storescp:

@@ -22,14 +22,23 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _harness
 
+if TYPE_CHECKING:
+    import numpy as np
+    from pydicom.dataset import Dataset
+
 SEED = 4242
 UID_ROOT = "1.2.826.0.1.3680043.10.1001."
+ROLES: dict[str, dict[str, Any]] = {
+    "sag_t2": {"plane": "sagittal", "te": 100.0, "tr": 3000.0},
+    "sag_t1": {"plane": "sagittal", "te": 10.0, "tr": 500.0},
+    "ax_t2": {"plane": "axial", "te": 100.0, "tr": 4000.0},
+}
 
 
 def write_study(out: Path, seed: int, *, matrix: int = 64, synthetic: bool = True) -> list[Path]:
@@ -49,48 +58,80 @@ def write_study(out: Path, seed: int, *, matrix: int = 64, synthetic: bool = Tru
 def plain_study(out: Path, seed: int, *, size: int = 64, per_series: int = 15) -> list[Path]:
     """Sagittal T2, sagittal T1 and axial T2 of one patient, ``per_series`` images each."""
     import numpy as np
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+    from pydicom.uid import generate_uid
 
     rng = np.random.default_rng(seed)
     study_uid = generate_uid(UID_ROOT)
     files: list[Path] = []
-    roles = {"sag_t2": ("sagittal", 100.0, 3000.0), "sag_t1": ("sagittal", 10.0, 500.0),
-             "ax_t2": ("axial", 100.0, 4000.0)}
-    for number, (role, (plane, te, tr)) in enumerate(roles.items(), start=1):
-        series_uid, frame_uid = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
-        (out / role).mkdir(parents=True, exist_ok=True)
-        for i in range(per_series):
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = MRImageStorage
-            meta.MediaStorageSOPInstanceUID = generate_uid(UID_ROOT)
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds = Dataset()
-            ds.file_meta = meta
-            ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-            ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-            ds.FrameOfReferenceUID = frame_uid
-            ds.PatientID, ds.PatientName = f"BENCH{seed:05d}", f"BENCH^PATIENT{seed:05d}"
-            ds.Modality, ds.BodyPartExamined = "MR", "LSPINE"
-            ds.SeriesDescription, ds.SeriesNumber, ds.InstanceNumber = role.upper(), number, i + 1
-            ds.StudyDate, ds.StudyTime, ds.AccessionNumber = "20260101", "120000", f"A{seed}"
-            if plane == "sagittal":
-                ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
-                ds.ImagePositionPatient = [-28 + 4 * i, -100, 100]
-            else:
-                ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-                ds.ImagePositionPatient = [-100, -100, 50 - 4 * i]
-            ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], 4.0
-            ds.EchoTime, ds.RepetitionTime = te, tr
-            ds.ScanningSequence, ds.SequenceVariant = "SE", "NONE"
-            ds.Rows = ds.Columns = size
-            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-            ds.PixelData = rng.integers(0, 4095, size * size, dtype=np.uint16).tobytes()
-            path = out / role / f"IM{i + 1:04d}.dcm"
-            ds.save_as(path, enforce_file_format=True)
-            files.append(path)
+    for number, role in enumerate(ROLES, start=1):
+        files += write_series(
+            out, study_uid, role, per_series, size=size, rng=rng, description=role.upper(),
+            SeriesNumber=number, first_x=-28.0, patient_id=f"BENCH{seed:05d}",
+            PatientName=f"BENCH^PATIENT{seed:05d}", AccessionNumber=f"A{seed}")
     return files
+
+
+def write_series(out: Path, study_uid: str, role: str, count: int,
+                 **instance: Any) -> list[Path]:
+    """``count`` images of one of the ``ROLES`` as ``out/<role>/IM0001.dcm``...; ``instance``
+    goes to `mr_instance` and may override the role's plane and timing."""
+    from pydicom.uid import generate_uid
+
+    series_uid = generate_uid(UID_ROOT)
+    instance = {**ROLES[role], "FrameOfReferenceUID": generate_uid(UID_ROOT), **instance}
+    (out / role).mkdir(parents=True, exist_ok=True)
+    files = []
+    for i in range(count):
+        path = out / role / f"IM{i + 1:04d}.dcm"
+        mr_instance(study_uid, series_uid, i, **instance).save_as(path, enforce_file_format=True)
+        files.append(path)
+    return files
+
+
+def mr_instance(study_uid: str, series_uid: str, index: int, *, plane: str, te: float,
+                tr: float, description: str = "", body_part: str = "LSPINE",
+                modality: str = "MR", size: int = 16, sop_uid: str | None = None,
+                patient_id: str = "NODE0001", first_x: float = -20.0,
+                rng: np.random.Generator | None = None, **attributes: Any) -> Dataset:
+    """One spin-echo slice with just what the node reads from a scanner's image: the headers
+    its series roles, study checks and geometry use, and a valid 12-bit pixel module (random
+    from ``rng``, so a study's size on the wire is realistic, else a cheap ramp).
+    ``attributes`` are further DICOM keywords, set last (what a PACS routes on, say)."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid or generate_uid(UID_ROOT)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+    ds.FrameOfReferenceUID = generate_uid(UID_ROOT)
+    ds.PatientID, ds.PatientName = patient_id, "NODE^TEST"
+    ds.Modality, ds.BodyPartExamined = modality, body_part
+    ds.SeriesDescription, ds.SeriesNumber, ds.InstanceNumber = description, 1, index + 1
+    ds.StudyDate, ds.StudyTime, ds.AccessionNumber = "20260101", "120000", "ACC1"
+    if plane == "sagittal":
+        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+        ds.ImagePositionPatient = [first_x + 4 * index, -100, 100]
+    else:
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [-100, -100, 50 - 4 * index]
+    ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], 4.0
+    ds.EchoTime, ds.RepetitionTime = te, tr
+    ds.ScanningSequence, ds.SequenceVariant = "SE", "NONE"
+    ds.Rows = ds.Columns = size
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    pixels = (rng.integers(0, 4095, size * size, dtype=np.uint16) if rng is not None
+              else np.arange(size * size, dtype=np.uint16) + index)
+    ds.PixelData = pixels.tobytes()
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    return ds
 
 
 def outcome(sessions: Any, study_uids: Sequence[str]) -> dict[str, Any]:

@@ -3,15 +3,22 @@
 ``synth_study(seed=..., **kwargs)`` writes a synthetic study once per session and argument
 set (see ``models.synth.generate_study``) and returns its folder, so many test files can
 share a few studies cheaply. Pass ``matrix=128`` for small, fast images.
+
+benchmarks/ goes on ``sys.path`` here, once for every test folder: its `_harness` (processes,
+polling, ports) and `load` (study writers, exactly-once checks) are the tests' scaffolding
+too, so a test and a benchmark exercise the node the same way.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import _harness
 import psycopg
 import pytest
 from sqlalchemy import Engine
@@ -18,24 +20,15 @@ from dicom_node.config import NodeConfig, load_config
 from dicom_node.db import migrate
 from dicom_node.db.session import make_engine, make_sessionmaker
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def _pg_admin(sql: str) -> None:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(sql)
-
 
 def _throwaway_database() -> Iterator[str]:
-    name = f"lumbar_node_test_{secrets.token_hex(4)}"
-    try:
-        _pg_admin(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is required: {exc}")
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    migrate.upgrade(url)
-    yield url
-    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(_harness.throwaway_database(prefix="lumbar_node_test_"))
+        except psycopg.OperationalError as exc:
+            pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is required: {exc}")
+        migrate.upgrade(url)
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -72,16 +65,14 @@ def pg_sessions(pg_engine: Engine) -> Iterator[sessionmaker[Session]]:
 
 @pytest.fixture()
 def node_config(tmp_path: Path) -> NodeConfig:
-    from nodekit import free_port
-
     config = load_config(
         env={},
         data_dir=tmp_path / "data",
         allowed_callers="PACS,STOWER",
         dimse_host="127.0.0.1",
-        dimse_port=free_port(),
+        dimse_port=_harness.free_port(),
         http_host="127.0.0.1",
-        http_port=free_port(),
+        http_port=_harness.free_port(),
         settle_seconds=0.3,
         study_timeout_seconds=2.0,
         api_token="secret-token",
@@ -122,31 +113,24 @@ def stack_config(node_config: NodeConfig, own_pg_url: str, redis_prefix: str) ->
 def start_worker(tmp_path: Path) -> Iterator[object]:
     """Starts `lumbar-node worker` subprocesses for a config; stops them after the test."""
     import os
-    import subprocess
 
     from workers.env import config_env
 
-    procs: list[subprocess.Popen[bytes]] = []
+    procs: list[_harness.Process] = []
 
-    def start(config: NodeConfig, queues: str = "gpu,io") -> subprocess.Popen[bytes]:
-        log = open(tmp_path / f"worker-{len(procs)}.log", "wb")
+    def start(config: NodeConfig, queues: str = "gpu,io") -> _harness.Process:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LUMBAR_NODE_")}
         env.update(config_env(config))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "worker", "--queues", queues,
-             "--device", "cpu", "--hostname", f"test-{secrets.token_hex(3)}@%h"],
-            stdout=log, stderr=subprocess.STDOUT, env=env)
-        procs.append(proc)
+        name = f"worker-{len(procs)}"
+        proc = _harness.Process(name, [
+            sys.executable, "-m", "workers.cli", "worker", "--queues", queues, "--device", "cpu",
+            "--hostname", f"test-{secrets.token_hex(3)}@%h"], tmp_path / f"{name}.log", env=env)
+        procs.append(proc.start())
         return proc
 
     yield start
     for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        proc.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -9,7 +9,8 @@ import os
 import subprocess
 import sys
 
-from nodekit import storescu, wait_for, wait_port, write_study
+from _harness import wait_for
+from nodekit import storescu, wait_port, write_study
 from sqlalchemy import select
 
 from dicom_node.db.models import Study
@@ -40,7 +41,7 @@ def test_serve_process_receives_and_audit_tells_the_story(tmp_path, node_config,
                 return s.scalar(select(Study.state).where(
                     Study.study_instance_uid == uid)) == "queued"
 
-        wait_for(closed, timeout=30)
+        wait_for(closed, 30, "the study to be closed")
         rows = json.loads(_cli(env, "audit", "--study", uid, "--format", "json").stdout)
     finally:
         serve.terminate()

@@ -7,7 +7,8 @@ from datetime import timedelta
 
 import pydicom
 import pytest
-from nodekit import Storescp, free_port, write_study
+from _harness import free_port
+from nodekit import Storescp, write_study
 from sqlalchemy import select
 
 from dicom_node.config import parse_destinations

@@ -8,7 +8,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from nodekit import Storescp, free_port
+from _harness import free_port
+from nodekit import Storescp
 from sqlalchemy import select, text
 from test_delivery import _create, _finished_job
 

@@ -7,7 +7,8 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from nodekit import Storescp, free_port
+from _harness import free_port
+from nodekit import Storescp
 from sqlalchemy import select
 from test_delivery import _create, _finished_job
 

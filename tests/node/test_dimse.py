@@ -4,7 +4,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-from nodekit import ROOT, mr_instance, storescu, write_study
+from load import UID_ROOT, mr_instance
+from nodekit import storescu, write_study
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import MRImageStorage, Verification
@@ -74,7 +75,7 @@ def test_echo(node_config, scp):
 
 def test_corrupt_instance_fails_others_kept(tmp_path, node_config, sessions, scp):
     study_uid, files = write_study(tmp_path / "study", n=3, roles=("sag_t2",))
-    bad = mr_instance(study_uid, generate_uid(ROOT), 0, plane="sagittal", te=100, tr=3000)
+    bad = mr_instance(study_uid, generate_uid(UID_ROOT), 0, plane="sagittal", te=100, tr=3000)
     bad.PixelData = bad.PixelData[:100]  # truncated pixel data
     bad_path = tmp_path / "bad.dcm"
     bad.save_as(bad_path, enforce_file_format=True)
@@ -91,7 +92,7 @@ def test_corrupt_instance_fails_others_kept(tmp_path, node_config, sessions, scp
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 @pytest.mark.parametrize("field", ["StudyInstanceUID", "SOPInstanceUID", "SeriesInstanceUID"])
 def test_hostile_uids_write_nothing(tmp_path, node_config, sessions, scp, field):
-    ds = mr_instance(generate_uid(ROOT), generate_uid(ROOT), 0, plane="sagittal", te=100,
+    ds = mr_instance(generate_uid(UID_ROOT), generate_uid(UID_ROOT), 0, plane="sagittal", te=100,
                      tr=3000)
     hostile = "../../../../tmp/lumbar-escape"
     setattr(ds, field, hostile)

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
-from nodekit import Storescp, free_port, storescu, wait_for, wait_port
+from _harness import free_port, wait_for
+from nodekit import Storescp, storescu, wait_port
 from pynetdicom import sop_class as sc
 from sqlalchemy import select
 
@@ -79,7 +80,8 @@ def test_storescu_to_worker_on_redis_postgres_to_storescp(tmp_path, stack_config
         sent = storescu(config.dimse_port, files, "PACS", "LUMBARNODE", "--no-halt")
         corrupt = len(truth.get("corrupt_files", []))
         assert sent.stderr.count("Received Store Response (Success)") == len(files) - corrupt
-        job, deliveries = wait_for(_delivered(node, uid), timeout=400, interval=1.0)
+        job, deliveries = wait_for(_delivered(node, uid), 400, "results delivered",
+                                   interval=1.0)
         received = pacs.files()
         with node.sessions() as s:
             findings = list(s.scalars(select(Finding).where(Finding.job_id == job.id)))
@@ -122,7 +124,7 @@ def test_stow_in_and_stow_out(tmp_path, node_config, redis_prefix, start_worker,
                        headers={"Content-Type": ctype, "Authorization": "Bearer secret-token"},
                        timeout=120)
         assert r.status_code in (200, 202), r.text
-        wait_for(_delivered(node, uid), timeout=400, interval=1.0)
+        wait_for(_delivered(node, uid), 400, "results delivered", interval=1.0)
         with httpx.Client(base_url=url, headers={"Authorization": "Bearer receiver-token"}) as c:
             series = c.get(f"/studies/{uid}/series").json()
     finally:

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from nodekit import ROOT, mr_instance
+from load import UID_ROOT, mr_instance
 from pydicom.filebase import DicomBytesIO
 from pydicom.uid import generate_uid
 from sqlalchemy import delete, func, select, update
@@ -46,7 +46,7 @@ def _rows(sessions: sessionmaker[Session]) -> list[Instance]:
 
 def test_duplicate_keeps_the_first_copy(node_config: NodeConfig, db_sessions) -> None:
     ingestor = Ingestor(node_config, db_sessions)
-    study, series, sop = generate_uid(ROOT), generate_uid(ROOT), generate_uid(ROOT)
+    study, series, sop = generate_uid(UID_ROOT), generate_uid(UID_ROOT), generate_uid(UID_ROOT)
     first = _encode(study, series, 0, sop_uid=sop, patient_id="FIRST")
     second = _encode(study, series, 0, sop_uid=sop, patient_id="SECOND")
     assert first != second
@@ -67,7 +67,7 @@ def test_duplicate_keeps_the_first_copy(node_config: NodeConfig, db_sessions) ->
 
 def test_late_instance_reopens_a_processed_study(node_config: NodeConfig, db_sessions) -> None:
     ingestor = Ingestor(node_config, db_sessions)
-    study, series = generate_uid(ROOT), generate_uid(ROOT)
+    study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
     ingestor.store(_encode(study, series, 0), source="dimse", ae_title="PACS")
     with db_sessions() as s, s.begin():
         s.execute(update(Study).values(state="processed", reason="done"))
@@ -84,7 +84,7 @@ def test_late_instance_reopens_a_processed_study(node_config: NodeConfig, db_ses
 def test_study_limit_refuses_without_a_trace_on_disk(node_config: NodeConfig,
                                                      db_sessions) -> None:
     ingestor = Ingestor(node_config.replace(max_instances_per_study=2), db_sessions)
-    study, series = generate_uid(ROOT), generate_uid(ROOT)
+    study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
     for i in range(2):
         ingestor.store(_encode(study, series, i), source="dimse")
     with pytest.raises(IngestError) as refused:
@@ -97,7 +97,7 @@ def test_study_limit_refuses_without_a_trace_on_disk(node_config: NodeConfig,
 def test_cached_rows_that_vanished_are_recreated(node_config: NodeConfig, db_sessions) -> None:
     """An id cached by the ingestor whose row is gone must not make every later store fail."""
     ingestor = Ingestor(node_config, db_sessions)
-    study, series = generate_uid(ROOT), generate_uid(ROOT)
+    study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
     ingestor.store(_encode(study, series, 0), source="dimse")
     with db_sessions() as s, s.begin():
         s.execute(delete(Instance))
@@ -111,9 +111,9 @@ def test_cached_rows_that_vanished_are_recreated(node_config: NodeConfig, db_ses
 
 def test_result_objects_do_not_count_as_received(node_config: NodeConfig, db_sessions) -> None:
     ingestor = Ingestor(node_config, db_sessions)
-    study = generate_uid(ROOT)
-    ingestor.store(_encode(study, generate_uid(ROOT), 0), source="dimse")
-    ingestor.store(_encode(study, generate_uid(ROOT), 0), source="result")
+    study = generate_uid(UID_ROOT)
+    ingestor.store(_encode(study, generate_uid(UID_ROOT), 0), source="dimse")
+    ingestor.store(_encode(study, generate_uid(UID_ROOT), 0), source="result")
     with db_sessions() as s:
         assert s.scalar(select(Study.instance_count)) == 1
         flags = sorted(s.scalars(select(Series.is_result)))
@@ -133,7 +133,7 @@ def pg_ingestor(node_config: NodeConfig, own_pg_url: str):
 
 def test_same_instance_from_many_senders_at_once(pg_ingestor, node_config: NodeConfig) -> None:
     ingestor, sessions = pg_ingestor
-    study, series, sop = generate_uid(ROOT), generate_uid(ROOT), generate_uid(ROOT)
+    study, series, sop = generate_uid(UID_ROOT), generate_uid(UID_ROOT), generate_uid(UID_ROOT)
     copies = [_encode(study, series, 0, sop_uid=sop, patient_id=f"P{i}") for i in range(8)]
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda d: ingestor.store(d, source="dimse"), copies))
@@ -146,7 +146,7 @@ def test_same_instance_from_many_senders_at_once(pg_ingestor, node_config: NodeC
 
 def test_one_new_study_from_many_senders_at_once(pg_ingestor) -> None:
     ingestor, sessions = pg_ingestor
-    study, series = generate_uid(ROOT), generate_uid(ROOT)
+    study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
     data = [_encode(study, series, i) for i in range(16)]
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda d: ingestor.store(d, source="dimse", ae_title="PACS"), data))

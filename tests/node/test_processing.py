@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-from nodekit import ROOT, mr_instance, write_study
+from load import UID_ROOT, mr_instance
+from nodekit import write_study
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select, update
 
@@ -45,7 +46,7 @@ class Analysis:
             raise RuntimeError("model crashed")
         out.mkdir(parents=True, exist_ok=True)
         study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
-        result = mr_instance(study_uid, generate_uid(ROOT), 0, plane="sagittal", te=100.0,
+        result = mr_instance(study_uid, generate_uid(UID_ROOT), 0, plane="sagittal", te=100.0,
                              tr=3000.0, description="AI RESULT")
         result.save_as(out / "result.dcm", enforce_file_format=True)
         document = {

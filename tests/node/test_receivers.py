@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from nodekit import storescu, wait_for, wait_port, write_study
+from _harness import wait_for
+from nodekit import storescu, wait_port, write_study
 from sqlalchemy import func, select
 
 from dicom_node.config import NodeConfig
@@ -88,7 +89,7 @@ def test_receivers_die_with_a_killed_serve_process(node_config: NodeConfig) -> N
                              stderr=subprocess.DEVNULL, start_new_session=False)
     try:
         wait_port(node_config.dimse_port, timeout=60)
-        wait_for(lambda: len(_receivers(serve.pid)) == 2, timeout=60)
+        wait_for(lambda: len(_receivers(serve.pid)) == 2, 60, "two receivers")
         children = _children(serve.pid)  # the receivers and multiprocessing's own helper
         serve.send_signal(signal.SIGKILL)
         serve.wait(10)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from nodekit import storescu, wait_for, write_study
+from _harness import wait_for
+from nodekit import storescu, write_study
 from sqlalchemy import select
 
 from dicom_node.db.models import AuditEvent, Job, Study
@@ -23,7 +24,7 @@ def test_worker_on_redis_and_postgres_runs_the_job(tmp_path, stack_config, start
                 job = study and s.scalar(select(Job).where(Job.study_id == study.id))
                 return job if job is not None and job.state in ("done", "failed") else None
 
-        job = wait_for(finished_job, timeout=120)
+        job = wait_for(finished_job, 120, "the job to finish")
         with node.sessions() as s:
             story = [e.event_type for e in s.scalars(
                 select(AuditEvent).where(AuditEvent.study_instance_uid == uid)
