@@ -5,7 +5,8 @@ worker`, dcmtk's storescp as the PACS, redis-server, a PostgreSQL cluster) on fr
 throwaway state, so a number or a failure describes the product, not a stand-in. Every
 starter is a context manager and also has ``stop()``; nothing outlives the caller.
 
-Tests import this module through ``sys.path`` (benchmarks/ is not a package).
+Tests import this module through ``sys.path`` (benchmarks/ is not a package); the process
+and polling primitives of `_process` are re-exported here, so ``_harness`` is the one import.
 """
 
 from __future__ import annotations
@@ -14,98 +15,19 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+
+from _process import Process, free_port, port_open
+from _process import wait_for as wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").is_dir() else sys.executable
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-T = TypeVar("T")
-
-
-def free_port() -> int:
-    """A loopback port the OS picked, so parallel runs and test workers do not clash."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str,
-             interval: float = 0.2) -> T:
-    """Poll until ``probe()`` is truthy and return it; TimeoutError says what never happened,
-    so a test or benchmark that gives up names the promise that was broken."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-class Process:
-    """One child process with its own log file; stopped politely, then killed."""
-
-    def __init__(self, name: str, argv: Sequence[str], log: Path,
-                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
-        self.name, self.argv, self.log, self.env, self.cwd = name, list(argv), log, env, cwd
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Process:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as fh:
-            self.proc = subprocess.Popen(self.argv, stdout=fh, stderr=subprocess.STDOUT,
-                                         env=self.env, cwd=self.cwd, start_new_session=True)
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def check_alive(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
-        return True
-
-    def tail(self, lines: int = 30) -> str:
-        if not self.log.exists():
-            return ""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def kill9(self) -> None:
-        """SIGKILL the whole process group (a Celery worker's pool children too)."""
-        if self.alive and self.proc is not None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if not self.alive or self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill9()
-
-    def __enter__(self) -> Process:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # --- state servers ----------------------------------------------------------------------
@@ -127,7 +49,7 @@ class RedisServer(Process):
 
     def start(self) -> RedisServer:
         super().start()
-        wait_for(lambda: self.check_alive() and port_open(self.port), 15, "redis-server")
+        self.await_ready(lambda: port_open(self.port), 15, "redis-server")
         return self
 
     def restart(self, down_seconds: float = 0.0) -> None:
@@ -254,7 +176,7 @@ class Storescp(Process):
     def start(self) -> Storescp:
         self.out.mkdir(parents=True, exist_ok=True)
         super().start()
-        wait_for(lambda: self.check_alive() and port_open(self.port), 15, "storescp")
+        self.await_ready(lambda: port_open(self.port), 15, "storescp")
         return self
 
     def files(self) -> list[Path]:
@@ -327,8 +249,8 @@ class NodeServer(Process):
 
     def start(self) -> NodeServer:
         super().start()
-        wait_for(lambda: self.check_alive() and port_open(self.config.dimse_port)
-                 and port_open(self.config.http_port), 60, "lumbar-node serve")
+        self.await_ready(lambda: port_open(self.config.dimse_port)
+                         and port_open(self.config.http_port), 60, "lumbar-node serve")
         return self
 
 
@@ -345,8 +267,8 @@ class Worker(Process):
 
     def start(self) -> Worker:
         super().start()
-        wait_for(lambda: self.check_alive() and "ready." in self.log.read_text(errors="replace"),
-                 120, f"{self.name} to be ready")
+        self.await_ready(lambda: "ready." in self.log.read_text(errors="replace"), 120,
+                         f"{self.name} to be ready")
         return self
 
 
