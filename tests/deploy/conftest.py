@@ -23,7 +23,7 @@ from orthanc import OrthancServer, orthanc_binary
 def node_scp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreSCP]:
     if shutil.which("storescp") is None:
         pytest.skip("dcmtk storescp is not installed")
-    with StoreSCP(tmp_path_factory.mktemp("node-scp"), aet="LUMBARNODE") as scp:
+    with StoreSCP(tmp_path_factory.mktemp("node-scp"), aet="LUMBARNODE").start() as scp:
         yield scp
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
+from load import mr_instance
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 NODE_MANUFACTURER = "lumbar-node"
@@ -51,7 +51,10 @@ def make_mr_series(
     slices: int = 3,
     manufacturer: str = "ACME MR",
 ) -> list[Path]:
-    """A sagittal MR series of `slices` 16×16 images; returns the written paths in order."""
+    """A sagittal MR series of `slices` 16×16 images; returns the written paths in order.
+
+    The image is the benchmarks' `load.mr_instance`; the headers a PACS routes on and shows
+    (study description, manufacturer, patient and study modules) are set here."""
     if slices < 1:
         raise ValueError(f"slices must be >= 1, got {slices}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -60,39 +63,12 @@ def make_mr_series(
     frame_uid = generate_uid()
     paths = []
     for index in range(slices):
-        sop_uid = generate_uid()
-        ds = Dataset()
-        ds.file_meta = _file_meta(MRImageStorage, sop_uid)
-        ds.SOPClassUID = MRImageStorage
-        ds.SOPInstanceUID = sop_uid
+        ds = mr_instance(study_uid, series_uid, index, plane="sagittal", te=100.0, tr=3000.0,
+                         description=series_description, body_part=body_part,
+                         FrameOfReferenceUID=frame_uid, SeriesNumber=2,
+                         Manufacturer=manufacturer, SequenceVariant="SK",
+                         MRAcquisitionType="2D")
         _study_header(ds, study_uid, patient_id, study_description)
-        ds.Modality = "MR"
-        ds.Manufacturer = manufacturer
-        ds.BodyPartExamined = body_part
-        ds.SeriesInstanceUID = series_uid
-        ds.SeriesNumber = 2
-        ds.SeriesDescription = series_description
-        ds.InstanceNumber = index + 1
-        ds.FrameOfReferenceUID = frame_uid
-        ds.ImagePositionPatient = [float(index * 4 - 4), -80.0, 80.0]
-        ds.ImageOrientationPatient = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]
-        ds.PixelSpacing = [1.0, 1.0]
-        ds.SliceThickness = 4.0
-        ds.ScanningSequence = "SE"
-        ds.SequenceVariant = "SK"
-        ds.MRAcquisitionType = "2D"
-        ds.EchoTime = 100.0
-        ds.RepetitionTime = 3000.0
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = 16
-        ds.Columns = 16
-        ds.BitsAllocated = 16
-        ds.BitsStored = 12
-        ds.HighBit = 11
-        ds.PixelRepresentation = 0
-        pixels = (np.arange(256, dtype=np.uint16).reshape(16, 16) * (index + 1)) % 4096
-        ds.PixelData = pixels.tobytes()
         path = out_dir / f"IM{index + 1:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

@@ -8,7 +8,8 @@ failure means the shipped PACS configuration is wrong, not a test copy of it.
 The node's end of the link is any DICOM storage SCP: `dcmtk_peers.StoreSCP` stands in for it
 here, and an end-to-end test passes the real node's AE/host/port as `destination` instead.
 
-Reuse from another test folder::
+Reuse from another test folder (benchmarks/ must be on sys.path too, as tests/conftest.py
+puts it, for the process and polling helpers of `_harness`)::
 
     sys.path.insert(0, str(REPO / "tests" / "deploy"))
     from orthanc import Modality, OrthancServer
@@ -20,23 +21,19 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
+from _harness import Process, free_port, wait_for
 from tls_certs import TlsFiles
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY_ORTHANC = REPO / "deploy" / "orthanc"
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 NODE_MODALITY = "lumbarnode"
-
-T = TypeVar("T")
 
 
 def orthanc_binary() -> str | None:
@@ -45,33 +42,6 @@ def orthanc_binary() -> str | None:
     if found:
         return found
     return "/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None
-
-
-def free_port() -> int:
-    """A TCP port free on loopback now (the OS picks it, so parallel test runs do not clash)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((host, port)) == 0
-
-
-def wait_until(
-    probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1
-) -> T:
-    """Poll `probe` until it returns something truthy; TimeoutError names what never happened."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 @dataclass(frozen=True)
@@ -149,8 +119,9 @@ def harness_config(
     return config
 
 
-class OrthancServer:
-    """One Orthanc process with its own storage, ports and log, stopped on exit."""
+class OrthancServer(Process):
+    """One Orthanc process with its own storage, ports and log, started on entry and stopped
+    on exit."""
 
     def __init__(
         self,
@@ -180,58 +151,33 @@ class OrthancServer:
         )
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.dicomweb_url = f"{self.url}/dicom-web"
-        self.log_path = self.workdir / "orthanc.log"
         auth = next(iter(users.items())) if users else None
         self.client = httpx.Client(base_url=self.url, timeout=10.0, auth=auth)
-        self._process: subprocess.Popen[bytes] | None = None
+        config_path = self.workdir / "orthanc.json"
+        super().__init__("Orthanc", [binary, str(config_path)], self.workdir / "orthanc.log",
+                         cwd=self.workdir)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, timeout: float = 20.0) -> OrthancServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        config_path = self.workdir / "orthanc.json"
-        config_path.write_text(json.dumps(self.config, indent=2))
-        with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                [self.binary, str(config_path)], stdout=log, stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-            )
+        (self.workdir / "orthanc.json").write_text(json.dumps(self.config, indent=2))
+        super().start()
 
         def answers() -> bool:
-            if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(f"Orthanc exited early:\n{self.log_tail()}")
             try:
                 return self.client.get("/system").status_code == 200
             except httpx.TransportError:
                 return False
 
-        try:
-            wait_until(answers, timeout, "Orthanc /system to answer")
-        except BaseException:
-            self.stop()
-            raise
+        self.await_ready(answers, timeout, "Orthanc /system to answer", interval=0.1)
         return self
 
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    def stop(self, timeout: float = 15.0) -> None:
+        super().stop(timeout)
         self.client.close()
 
     def __enter__(self) -> OrthancServer:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def log_tail(self, lines: int = 40) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     # -- REST ------------------------------------------------------------------------------
     def get_json(self, path: str, **params: str) -> Any:
@@ -261,21 +207,21 @@ class OrthancServer:
         """Wait for a line containing `text` in Orthanc's log (Lua `print` lands there)."""
 
         def line() -> str | None:
-            for entry in self.log_path.read_text(errors="replace").splitlines():
+            for entry in self.log.read_text(errors="replace").splitlines():
                 if text in entry:
                     return entry
             return None
 
         try:
-            return wait_until(line, timeout, f"Orthanc log line {text!r}", interval=0.2)
+            return wait_for(line, timeout, f"Orthanc log line {text!r}")
         except TimeoutError as error:
-            raise TimeoutError(f"{error}; log tail:\n{self.log_tail()}") from None
+            raise TimeoutError(f"{error}; log tail:\n{self.tail(40)}") from None
 
     def wait_routed(self, study_instance_uid: str, verdict: str, timeout: float = 20.0) -> str:
         """Wait for autoroute.lua's decision on a study; it logs the Orthanc study id with
         "(N series) sent to …", "already routed, skipped" or "is not a lumbar spine MR"."""
-        study_id = wait_until(lambda: self.study_id(study_instance_uid), 10,
-                              f"study {study_instance_uid} in Orthanc")
+        study_id = wait_for(lambda: self.study_id(study_instance_uid), 10,
+                            f"study {study_instance_uid} in Orthanc", interval=0.1)
         return self.wait_for_log(f"study {study_id} {verdict}", timeout=timeout)
 
     def study_is_stable(self, study_id: str) -> bool:

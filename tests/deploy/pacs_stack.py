@@ -12,18 +12,14 @@ Only loopback ports, storage folders and short timers differ from a site.
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from orthanc import NODE_MODALITY, REPO, Modality, OrthancServer, load_deploy_config
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-
 import _harness
+from orthanc import NODE_MODALITY, Modality, OrthancServer, load_deploy_config
 
 
 @dataclass
@@ -41,7 +37,7 @@ class PacsLoop:
 
     def logs(self) -> str:
         """Everything the processes said, for a failure message."""
-        return f"--- orthanc\n{self.pacs.log_tail(80)}\n--- node\n{self.stack.logs()[-20000:]}"
+        return f"--- orthanc\n{self.pacs.tail(80)}\n--- node\n{self.stack.logs()[-20000:]}"
 
 
 @contextlib.contextmanager

@@ -9,10 +9,10 @@ the GPU workers on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,33 +21,27 @@ import psycopg
 import pytest
 import redis
 import yaml
+from _harness import Process, free_port, port_open, throwaway_database, wait_for
 from deploy_files import DEPLOY, K8S, load_compose, read_env_file
 from dicom_samples import make_mr_series
-from orthanc import Modality, OrthancServer, free_port, orthanc_binary, port_open, wait_until
+from orthanc import Modality, OrthancServer, orthanc_binary
 
 from dicom_node.tasks import PROCESS_STUDY
 
 pytestmark = pytest.mark.slow
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 VENV_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
 
 
-def _pg_admin(sql: str) -> None:
-    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as conn:
-        conn.execute(sql)
-
-
 @pytest.fixture()
 def database() -> Iterator[str]:
-    name = f"lumbar_deploy_{secrets.token_hex(4)}"
-    try:
-        _pg_admin(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is required: {exc}")
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(throwaway_database(prefix="lumbar_deploy_"))
+        except psycopg.OperationalError as exc:
+            pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is required: {exc}")
+        yield url
 
 
 @pytest.fixture()
@@ -100,15 +94,13 @@ def test_pacs_to_node_to_gpu_queue(
     assert migrate.returncode == 0, migrate.stderr
 
     node_env = service_env(compose, "node", **local)
-    log = (tmp_path / "node.log").open("w")
-    node = subprocess.Popen(["lumbar-node", *compose["services"]["node"]["command"]],
-                            env=node_env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    node = Process("node", ["lumbar-node", *compose["services"]["node"]["command"]],
+                   tmp_path / "node.log", env=node_env, cwd=tmp_path).start()
     queue = broker_prefix + keda_list_name()
     client = redis.Redis.from_url(REDIS_URL)
     try:
-        wait_until(lambda: node.poll() is not None or port_open(dimse_port), 60,
-                   "the node's DICOM port")
-        assert node.poll() is None, (tmp_path / "node.log").read_text()[-3000:]
+        wait_for(lambda: not node.alive or port_open(dimse_port), 60, "the node's DICOM port")
+        assert node.alive, node.log.read_text()[-3000:]
         files = make_mr_series(tmp_path / "study", slices=3)
         node_ae = Modality(node_env["LUMBAR_NODE_AE_TITLE"], "127.0.0.1", dimse_port)
         pacs_aet = node_env["LUMBAR_NODE_ALLOWED_CALLERS"]
@@ -116,20 +108,14 @@ def test_pacs_to_node_to_gpu_queue(
                            stable_age=1) as pacs:
             pacs.upload(files)
             try:
-                wait_until(lambda: client.llen(queue) > 0, 60, f"a message on {queue}",
-                           interval=0.3)
+                wait_for(lambda: client.llen(queue) > 0, 60, f"a message on {queue}",
+                         interval=0.3)
             except TimeoutError as error:
                 raise AssertionError(
-                    f"{error}\nnode log:\n{(tmp_path / 'node.log').read_text()[-3000:]}"
+                    f"{error}\nnode log:\n{node.log.read_text()[-3000:]}"
                 ) from None
     finally:
-        node.send_signal(signal.SIGTERM)
-        try:
-            node.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            node.kill()
-            node.wait()
-        log.close()
+        node.stop(timeout=20)
     (raw,) = client.lrange(queue, 0, -1)
     message = json.loads(raw)
     assert message["headers"]["task"] == PROCESS_STUDY

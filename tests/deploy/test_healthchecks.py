@@ -10,7 +10,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -19,8 +18,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from _harness import Process, free_port, wait_for
 from deploy_files import DEPLOY, REPO, dockerfile_instructions, load_compose, read_env_file
-from orthanc import free_port, wait_until
 from tls_certs import issue, make_ca
 
 pytestmark = pytest.mark.slow
@@ -74,18 +73,13 @@ def test_worker_healthcheck_passes_with_a_worker_and_fails_without(worker_env: d
                                                             tmp_path: Path) -> None:
     lumbar_node = shutil.which("lumbar-node", path=worker_env["PATH"])
     assert lumbar_node, "lumbar-node console script not installed"
-    log = (tmp_path / "worker.log").open("w")
-    worker = subprocess.Popen([lumbar_node, "worker", "--queues", "io"], env=worker_env,
-                              cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_until(lambda: "ready" in (tmp_path / "worker.log").read_text(), 60,
-                   "the io worker to be ready", interval=0.3)
+    with Process("worker", [lumbar_node, "worker", "--queues", "io"], tmp_path / "worker.log",
+                 env=worker_env, cwd=tmp_path).start() as worker:
+        wait_for(lambda: "ready" in worker.log.read_text(), 60, "the io worker to be ready",
+                 interval=0.3)
         ok = run_check(worker_env)
         assert ok.returncode == 0, ok.stdout + ok.stderr
         assert "pong" in ok.stdout
-    finally:
-        stop(worker)
-        log.close()
     gone = run_check(worker_env)
     assert gone.returncode != 0
 
@@ -99,15 +93,6 @@ def node_healthcheck_argv() -> list[str]:
     script = Path(argv[1])
     assert argv[0] == "python" and script.parent == Path("/opt/lumbar-node")
     return [sys.executable, str(REPO / copies["./" + script.name])]
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
@@ -132,14 +117,10 @@ def test_node_healthcheck_follows_the_node(tmp_path: Path, tls: bool) -> None:
                               check=False)
         return done.returncode == 0 and '"status":"ok"' in done.stdout.replace(" ", "")
 
-    log = (tmp_path / "serve.log").open("w")
-    serve = subprocess.Popen(["lumbar-node", "serve", "--upgrade-db"], env=env, cwd=tmp_path,
-                             stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_until(healthy, 60, "the node health check to pass", interval=0.5)
-    except TimeoutError as error:
-        raise AssertionError(f"{error}\n{(tmp_path / 'serve.log').read_text()[-2000:]}") from None
-    finally:
-        stop(serve)
-        log.close()
+    with Process("serve", ["lumbar-node", "serve", "--upgrade-db"], tmp_path / "serve.log",
+                 env=env, cwd=tmp_path).start() as serve:
+        try:
+            wait_for(healthy, 60, "the node health check to pass", interval=0.5)
+        except TimeoutError as error:
+            raise AssertionError(f"{error}\n{serve.log.read_text()[-2000:]}") from None
     assert not healthy()

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from _harness import wait_for
 from dcmtk_peers import StoreSCP, sop_uids, store_scu
 from dicom_samples import NODE_MANUFACTURER, make_mr_series, make_result_sr
-from orthanc import OrthancServer, wait_until
+from orthanc import OrthancServer
 
 
 @pytest.mark.parametrize(
@@ -47,12 +48,11 @@ def test_lumbar_study_routed_results_stored_and_not_routed_back(
     )
     pacs.upload(sag + ax)
     expected = sop_uids(sag + ax)
-    wait_until(lambda: expected <= node_scp.received_uids(), 20, "all instances at the node")
+    wait_for(lambda: expected <= node_scp.received_uids(), 20, "all instances at the node")
     pacs.wait_routed(source.StudyInstanceUID, "(2 series) sent to lumbarnode")
 
     sr_path = make_result_sr(source, tmp_path / "sr.dcm")
-    sent = store_scu([sr_path], host="127.0.0.1", port=pacs.dicom_port,
-                     called_aet=pacs.aet, calling_aet=node_scp.aet)
+    sent = store_scu([sr_path], port=pacs.dicom_port, called_aet=pacs.aet, calling_aet=node_scp.aet)
     assert sent.returncode == 0, sent.stderr
 
     studies = pacs.qido_studies(StudyInstanceUID=source.StudyInstanceUID)
@@ -90,7 +90,7 @@ def test_node_made_series_are_not_routed(
     pacs.upload(scanner + by_description + by_manufacturer)
     pacs.wait_routed(study_uid, "(1 series) sent to lumbarnode")
     expected = sop_uids(scanner)
-    wait_until(lambda: expected <= node_scp.received_uids(), 20, "scanner series at the node")
+    wait_for(lambda: expected <= node_scp.received_uids(), 20, "scanner series at the node")
     assert not sop_uids(by_description + by_manufacturer) & node_scp.received_uids()
 
 
@@ -126,14 +126,13 @@ def test_lumbar_words_in_study_description_route_the_study(
     )
     pacs.upload(files)
     expected = sop_uids(files)
-    wait_until(lambda: expected <= node_scp.received_uids(), 20, "instances at the node")
+    wait_for(lambda: expected <= node_scp.received_uids(), 20, "instances at the node")
 
 
 def test_unlisted_calling_ae_cannot_store(pacs: OrthancServer, tmp_path: Path) -> None:
     source = pydicom.dcmread(make_mr_series(tmp_path / "s", slices=1)[0])
     sr_path = make_result_sr(source, tmp_path / "sr.dcm")
-    sent = store_scu([sr_path], host="127.0.0.1", port=pacs.dicom_port,
-                     called_aet=pacs.aet, calling_aet="STRANGER")
+    sent = store_scu([sr_path], port=pacs.dicom_port, called_aet=pacs.aet, calling_aet="STRANGER")
     assert sent.returncode != 0
     assert pacs.study_id(source.StudyInstanceUID) is None
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pydicom
 import pytest
+from _harness import wait_for
 from dcmtk_peers import StoreSCP, sop_uids
-from orthanc import OrthancServer, wait_until
+from orthanc import OrthancServer
 
 pytestmark = pytest.mark.slow
 
@@ -38,8 +39,8 @@ def test_synthetic_lumbar_study_reaches_the_node_complete(
     assert pydicom.dcmread(files[0], stop_before_pixels=True).BodyPartExamined == "LSPINE"
     pacs.upload(files)
     expected = sop_uids(files)
-    wait_until(lambda: expected <= node_scp.received_uids(), 60,
-               f"all {len(expected)} synthetic instances at the node")
+    wait_for(lambda: expected <= node_scp.received_uids(), 60,
+             f"all {len(expected)} synthetic instances at the node")
     pacs.wait_routed(truth["study_instance_uid"], f"({len(truth['series'])} series) sent")
 
 

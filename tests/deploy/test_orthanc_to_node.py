@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from _harness import free_port, wait_for
 from deploy_files import DEPLOY, load_compose, read_env_file
 from dicom_samples import make_mr_series, make_result_sr
-from orthanc import Modality, OrthancServer, free_port, orthanc_binary, wait_until
+from orthanc import Modality, OrthancServer, orthanc_binary
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from tls_certs import TlsFiles, issue, make_ca
@@ -62,7 +63,7 @@ def wait_store_job(pacs: OrthancServer, study_uid: str) -> dict:
     """The finished job in which the routing script sent this study to the node."""
     line = pacs.wait_routed(study_uid, "(1 series) sent to lumbarnode")
     job_id = line.rsplit("in job ", 1)[1].strip()
-    return wait_until(
+    return wait_for(
         lambda: (j := pacs.get_json(f"/jobs/{job_id}"))["State"] in ("Failure", "Success") and j,
         30, "the store job to finish")
 
@@ -84,8 +85,8 @@ def test_routed_study_reaches_the_node_spool(
     study_uid = pydicom.dcmread(files[0]).StudyInstanceUID
     with pacs_for(config, tmp_path / "pacs", aet) as pacs:
         pacs.upload(files)
-        wait_until(lambda: instances_of(sessions, study_uid) == 3, 20,
-                   f"3 instances of {study_uid} in the node database")
+        wait_for(lambda: instances_of(sessions, study_uid) == 3, 20,
+                 f"3 instances of {study_uid} in the node database")
     spooled = list(config.spool.rglob("*.dcm"))
     uids = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in spooled}
     assert {str(pydicom.dcmread(f).SOPInstanceUID) for f in files} <= uids

@@ -21,7 +21,8 @@ from typing import Any
 
 import pydicom
 import pytest
-from orthanc import orthanc_binary, wait_until
+from _harness import wait_for
+from orthanc import orthanc_binary
 from pacs_stack import PacsLoop, aware, pacs_loop, qido_instances, store_jobs, tag
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -164,9 +165,9 @@ def test_study_from_orthanc_comes_back_analysed_once(synth_study, tmp_path: Path
         loop.pacs.wait_routed(uid, f"({len(truth['series'])} series) sent to lumbarnode",
                               timeout=60)
         timeline["routed"] = time.monotonic() - t0
-        job = wait_until(delivered_job(loop, uid), 300, "results delivered to Orthanc", 0.3)
+        job = wait_for(delivered_job(loop, uid), 300, "results delivered to Orthanc", 0.3)
         timeline["delivered"] = time.monotonic() - t0
-        found = wait_until(results_in_orthanc(loop, uid), 30, "results found over QIDO-RS")
+        found = wait_for(results_in_orthanc(loop, uid), 30, "results found over QIDO-RS")
         timeline["found over QIDO-RS"] = time.monotonic() - t0
         # the results made the study unstable; once stable again it must not be routed again
         study_id = loop.pacs.study_id(uid)

@@ -14,11 +14,9 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(Path(__file__).parent))
 
-import _harness  # noqa: E402
+import _harness
 
 
 @pytest.fixture(scope="session")
