@@ -75,6 +75,13 @@ def make_mr_series(
     return paths
 
 
+def _dcm_concept(value: str, meaning: str) -> DicomSequence:
+    """A concept name from DICOM's own coding scheme (DCM), as an SR content item needs."""
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = value, "DCM", meaning
+    return DicomSequence([code])
+
+
 def make_result_sr(source: Dataset, out_path: Path, text: str = "L4-L5 canal: Moderate") -> Path:
     """A Comprehensive 3D SR in the source's study, headed like the node's results."""
     sop_uid = generate_uid()
@@ -96,19 +103,11 @@ def make_result_sr(source: Dataset, out_path: Path, text: str = "L4-L5 canal: Mo
     ds.ContinuityOfContent = "SEPARATE"
     ds.CompletionFlag = "COMPLETE"
     ds.VerificationFlag = "UNVERIFIED"
-    title = Dataset()
-    title.CodeValue = "126000"
-    title.CodingSchemeDesignator = "DCM"
-    title.CodeMeaning = "Imaging Measurement Report"
-    ds.ConceptNameCodeSequence = DicomSequence([title])
+    ds.ConceptNameCodeSequence = _dcm_concept("126000", "Imaging Measurement Report")
     item = Dataset()
     item.RelationshipType = "CONTAINS"
     item.ValueType = "TEXT"
-    finding = Dataset()
-    finding.CodeValue = "121071"
-    finding.CodingSchemeDesignator = "DCM"
-    finding.CodeMeaning = "Finding"
-    item.ConceptNameCodeSequence = DicomSequence([finding])
+    item.ConceptNameCodeSequence = _dcm_concept("121071", "Finding")
     item.TextValue = text
     ds.ContentSequence = DicomSequence([item])
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -94,14 +94,20 @@ def test_node_made_series_are_not_routed(
     assert not sop_uids(by_description + by_manufacturer) & node_scp.received_uids()
 
 
+def assert_skipped(pacs: OrthancServer, node_scp: StoreSCP, files: list[Path]) -> None:
+    """Uploaded to Orthanc, the study of ``files`` is judged not lumbar and none reaches the
+    node."""
+    pacs.upload(files)
+    pacs.wait_routed(pydicom.dcmread(files[0]).StudyInstanceUID,
+                     "is not a lumbar spine MR, skipped")
+    assert not sop_uids(files) & node_scp.received_uids()
+
+
 def test_study_of_node_results_only_is_not_routed(
     pacs: OrthancServer, node_scp: StoreSCP, tmp_path: Path
 ) -> None:
     results = make_mr_series(tmp_path / "ai", series_description="AI lumbar overlay", slices=1)
-    pacs.upload(results)
-    pacs.wait_routed(pydicom.dcmread(results[0]).StudyInstanceUID,
-                "is not a lumbar spine MR, skipped")
-    assert not sop_uids(results) & node_scp.received_uids()
+    assert_skipped(pacs, node_scp, results)
 
 
 def test_cervical_study_is_not_routed(
@@ -111,10 +117,7 @@ def test_cervical_study_is_not_routed(
         tmp_path / "c", study_description="MR CERVICAL SPINE", body_part="CSPINE",
         series_description="SAG T2 C-SPINE", slices=2,
     )
-    pacs.upload(cervical)
-    pacs.wait_routed(pydicom.dcmread(cervical[0]).StudyInstanceUID,
-                "is not a lumbar spine MR, skipped")
-    assert not sop_uids(cervical) & node_scp.received_uids()
+    assert_skipped(pacs, node_scp, cervical)
 
 
 def test_lumbar_words_in_study_description_route_the_study(

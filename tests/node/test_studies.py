@@ -2,12 +2,15 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
+from pathlib import Path
 
 import redis
 from nodekit import write_study
 from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
 
 from dicom_node.broker import Publisher
+from dicom_node.config import NodeConfig
 from dicom_node.db.models import AuditEvent, Job, OutboxMessage, Study, utcnow
 from dicom_node.ingest import Ingestor
 from dicom_node.outbox import relay
@@ -19,6 +22,14 @@ def _ingest(config, sessions, files, ae="PACS"):
     ingestor = Ingestor(config, sessions)
     for f in files:
         ingestor.store(f.read_bytes(), source="dimse", ae_title=ae, ip="127.0.0.1")
+
+
+def _queue_a_study(tmp_path: Path, config: NodeConfig, sessions: sessionmaker) -> None:
+    """A complete study received and closed, so it has a queued job and an outbox message:
+    where the relay and the reconciler take over."""
+    _, files = write_study(tmp_path / "s")
+    _ingest(config, sessions, files)
+    close_due_studies(sessions, config, utcnow() + timedelta(seconds=1))
 
 
 def _study(sessions, uid):
@@ -91,9 +102,7 @@ def test_late_instances_rerun_and_supersede(tmp_path, node_config, db_sessions):
 
 
 def test_outbox_survives_broker_outage(tmp_path, node_config, sessions):
-    uid, files = write_study(tmp_path / "s")
-    _ingest(node_config, sessions, files)
-    close_due_studies(sessions, node_config, utcnow() + timedelta(seconds=1))
+    _queue_a_study(tmp_path, node_config, sessions)
     prefix = f"lumbar-test-{secrets.token_hex(4)}:"
     down = Publisher(node_config.replace(broker_url="redis://127.0.0.1:1/0",
                                          broker_key_prefix=prefix))
@@ -122,9 +131,7 @@ def test_outbox_survives_broker_outage(tmp_path, node_config, sessions):
 
 def test_reconciler_requeues_stuck_job(tmp_path, node_config, db_sessions):
     sessions = db_sessions
-    uid, files = write_study(tmp_path / "s")
-    _ingest(node_config, sessions, files)
-    close_due_studies(sessions, node_config, utcnow() + timedelta(seconds=1))
+    _queue_a_study(tmp_path, node_config, sessions)
     with sessions() as s, s.begin():
         job = s.scalar(select(Job))
         job.state, job.heartbeat_at = "running", utcnow() - timedelta(hours=2)
@@ -137,9 +144,7 @@ def test_reconciler_requeues_stuck_job(tmp_path, node_config, db_sessions):
 
 def test_reconciler_republishes_job_the_broker_lost(tmp_path, node_config, db_sessions):
     sessions = db_sessions
-    uid, files = write_study(tmp_path / "s")
-    _ingest(node_config, sessions, files)
-    close_due_studies(sessions, node_config, utcnow() + timedelta(seconds=1))
+    _queue_a_study(tmp_path, node_config, sessions)
     with sessions() as s, s.begin():
         s.scalar(select(OutboxMessage)).dispatched_at = utcnow()
     assert reconcile(sessions, node_config)["jobs_requeued"] == 0
