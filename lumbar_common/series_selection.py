@@ -175,6 +175,12 @@ def _plane(orientations: list[np.ndarray], rules: Mapping[str, Any]) -> tuple[st
     geo = rules["geometry"]
     sag, ax = _angle_deg(ref, 0), _angle_deg(ref, 2)
     if spread > 45.0:
+        # Axial blocks angled along each disc follow the lordosis: L1-L2 and L5-S1 blocks
+        # can differ by 45-60°, yet every block is axial. A localizer mixes planes.
+        steepest = max(_angle_deg(n, 2) for n in normals)
+        if steepest <= float(geo["axial_max_angle_deg"]):
+            return "axial", (f"slice normals at most {steepest:.0f}° from ±z in blocks angled "
+                             f"{spread:.0f}° apart (axial, angled per disc)")
         return "mixed", f"slice normals differ by {spread:.0f}° within the series (multi-plane)"
     if sag <= float(geo["sagittal_max_angle_deg"]):
         return "sagittal", f"slice normal {sag:.0f}° from ±x (sagittal)"

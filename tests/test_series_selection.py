@@ -70,6 +70,21 @@ def test_angled_axial_counts_coronal_does_not():
     assert classify_series(series(iop=COR, te=90)).role == "other"
 
 
+def test_axial_blocks_angled_along_the_lordosis_are_one_axial_series():
+    """Per-disc blocks from -20° (L1-L2) to +32° (L5-S1): 52° apart, each of them axial."""
+    blocks = [series(n=4, iop=_tilted_axial(deg), te=95) for deg in (-20, -8, 5, 18, 32)]
+    uid = blocks[0][0].SeriesInstanceUID
+    headers = [ds for block in blocks for ds in block]
+    for ds in headers:
+        ds.SeriesInstanceUID = uid
+    d = classify_series(headers)
+    assert d.role == "ax_t2" and "angled per disc" in d.reason, d.reason
+    beyond = [series(n=4, iop=_tilted_axial(deg), te=95) for deg in (-20, 45)]
+    for ds in (ds for block in beyond for ds in block):
+        ds.SeriesInstanceUID = uid
+    assert classify_series([ds for b in beyond for ds in b]).role == "other"
+
+
 def test_description_only_breaks_ties():
     # TE 45 ms lies between the T1 and T2 thresholds: the description decides, and says so
     d = classify_series(series(te=45, tr=3000, desc="SAG T2 TSE"))
