@@ -93,9 +93,11 @@ class Destination:
 class NodeConfig:
     data_dir: Path = Path("var")
     spool_dir: Path | None = None
-    database_url: str = ""
-    broker_url: str = ""
-    result_backend: str = ""
+    # secrets (or URLs that may hold a password) stay out of repr(), so a logged or
+    # printed configuration never shows them
+    database_url: str = field(default="", repr=False)
+    broker_url: str = field(default="", repr=False)
+    result_backend: str = field(default="", repr=False)
     #: prefix of every Redis key (queues, results) so several nodes can share one Redis
     broker_key_prefix: str = ""
     ae_title: str = "LUMBARNODE"
@@ -106,11 +108,11 @@ class NodeConfig:
     allowed_callers: tuple[Caller, ...] = ()
     destinations: tuple[Destination, ...] = ()
     return_ports: Mapping[str, int] = field(default_factory=dict)
-    api_token: str = ""
+    api_token: str = field(default="", repr=False)
     #: browser origins allowed to call the HTTP API (a viewer such as OHIF served elsewhere)
     cors_origins: str = ""
     #: bearer token sent with STOW-RS deliveries to DICOMweb destinations
-    destination_token: str = ""
+    destination_token: str = field(default="", repr=False)
     settle_seconds: float = 10.0
     study_timeout_seconds: float = 120.0
     ignore_non_lumbar: bool = True

@@ -65,6 +65,17 @@ def test_misspelt_env_setting_is_logged_not_silent(tmp_path: Path, caplog):
     assert not any("WEIGHTS_DIR" in m for m in messages)
 
 
+def test_secrets_stay_out_of_the_printed_configuration(tmp_path: Path):
+    config = load_config(env={}, data_dir=tmp_path, api_token="tok-SECRET1",
+                         destination_token="tok-SECRET2",
+                         database_url="postgresql+psycopg://u:pw-SECRET3@db/x",
+                         broker_url="redis://:pw-SECRET4@redis:6379/0",
+                         result_backend="redis://:pw-SECRET5@redis:6379/1")
+    shown = repr(config)
+    assert "SECRET" not in shown and "ae_title='LUMBARNODE'" in shown
+    assert config.api_token == "tok-SECRET1"  # still there for the code that needs it
+
+
 def test_bad_destination():
     with pytest.raises(ValueError, match="PACS@host"):
         parse_destinations("PACS@host")
