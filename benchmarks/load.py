@@ -94,8 +94,8 @@ def mr_instance(study_uid: str, series_uid: str, index: int, *, plane: str, te: 
                 patient_id: str = "NODE0001", first_x: float = -20.0,
                 rng: np.random.Generator | None = None, **attributes: Any) -> Dataset:
     """One spin-echo slice with just what the node reads from a scanner's image: the headers
-    its series roles, study checks and geometry use, and a valid 12-bit pixel module (random
-    from ``rng``, so a study's size on the wire is realistic, else a cheap ramp).
+    its series roles, study checks and geometry use, and a valid 12-bit pixel module (noise
+    drawn from ``rng``, so a seeded study is the same every run, else a cheap ramp).
     ``attributes`` are further DICOM keywords, set last (what a PACS routes on, say)."""
     import numpy as np
     from pydicom.dataset import Dataset, FileMetaDataset
