@@ -195,15 +195,22 @@ def postgres_restart(work: Path, studies: Sequence[Sequence[Path]], redis_url: s
 
 def pacs_down(work: Path, studies: Sequence[Sequence[Path]], db_url: str, redis_url: str,
               down_s: float = 20.0, timeout: float = 600) -> dict[str, Any]:
-    """The destination PACS is down while results are ready, then comes back."""
+    """The destination PACS is down while results are ready, then comes back.
+
+    It stays down for ``down_s`` and in any case until every job has finished and a send
+    has really failed: on a busy machine the delivery task can still be queued behind an
+    analysis when ``down_s`` ends, and a PACS back by then would prove nothing."""
     with _harness.Stack(work, db_url, redis_url, workers=1) as stack:
         assert stack.pacs is not None
         stack.pacs.stop()
         down_at = time.perf_counter()
         for files in studies:
             stack.send(files)
-        report = _settle_until(stack, studies, down_s)
+        report = _settle_until(stack, studies, timeout)
         time.sleep(max(0.0, down_s - (time.perf_counter() - down_at)))
+        if any(e and e["deliveries"] for e in report.values()):
+            _harness.wait_for(lambda: _audit_count(stack, "delivery.failed") >= 1, timeout,
+                              "a delivery to fail while the PACS is down", interval=0.5)
         stack.pacs.start()
         fault_at = time.perf_counter()
         result = _finish("PACS down", stack, studies, fault_at, timeout)
