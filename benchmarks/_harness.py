@@ -279,7 +279,10 @@ class Stack:
     """Node + workers + a storescp PACS receiving the results, on one database and broker."""
 
     def __init__(self, workdir: Path, database_url: str, broker_url: str, *, workers: int = 1,
-                 pacs: bool = True, loglevel: str = "INFO", **overrides: Any) -> None:
+                 pacs: bool = True, loglevel: str = "INFO", io_worker: bool = False,
+                 **overrides: Any) -> None:
+        """``io_worker``: deliveries get a worker of their own, as deployed, instead of
+        sharing the analysis workers (where a send waits behind the next analysis)."""
         self.workdir = workdir
         self.pacs = Storescp(workdir / "pacs") if pacs else None
         if self.pacs is not None:
@@ -287,8 +290,11 @@ class Stack:
         self.config = stack_config(workdir / "data", database_url, broker_url, **overrides)
         self.node = NodeServer(self.config, workdir / "logs", loglevel=loglevel)
         # workers log at INFO at least: their start is detected from Celery's "ready." line
-        self.workers = [Worker(self.config, workdir / "logs", name=f"worker{i}")
-                        for i in range(workers)]
+        analysis_queues = "gpu" if io_worker else "gpu,io"
+        self.workers = [Worker(self.config, workdir / "logs", name=f"worker{i}",
+                               queues=analysis_queues) for i in range(workers)]
+        if io_worker:
+            self.workers.append(Worker(self.config, workdir / "logs", name="io", queues="io"))
         self._engine: Any = None
         self._sessions: Any = None
 

@@ -8,7 +8,8 @@ worker), the pipeline's own stage timings from the job row (select, assemble, se
 levels, measure, grade, build objects ...), record (pipeline end -> job finished: indexing
 results, findings rows) and deliver (job finished -> PACS acknowledged the C-STORE). When
 the pipeline produced nothing to deliver, the study's end is its job's end and the table
-says so.
+says so. "N workers" are N analysis workers; deliveries have one io worker of their own, as
+in deploy/.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def stage_times(stack: _harness.Stack, uids: Sequence[str]) -> list[dict[str, An
 def run_batch(work: Path, studies: Sequence[Sequence[Path]], workers: int, db_url: str,
               redis_url: str, senders: int = 4, timeout: float = 3600) -> list[dict[str, Any]]:
     with _harness.Stack(work, db_url, redis_url, workers=workers, loglevel="WARNING",
-                        settle_seconds=2.0, study_timeout_seconds=30.0) as stack:
+                        settle_seconds=2.0, study_timeout_seconds=30.0,
+                        io_worker=True) as stack:
         with ThreadPoolExecutor(max_workers=senders) as pool:
             list(pool.map(stack.send, studies))
         uids = [load.study_uid(f) for f in studies]
