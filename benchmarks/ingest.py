@@ -5,13 +5,14 @@ study, TCP_NODELAY=1 for every dcmtk peer including Orthanc's embedded dcmtk), o
 the other. The node runs as in production: PostgreSQL index, Redis broker, spool with
 fsync; storescp only writes files; Orthanc writes files and its SQLite index.
 
-    .venv/bin/python benchmarks/ingest.py --studies 8 --size 256 --senders 2 --processes 1,2
+    .venv/bin/python benchmarks/ingest.py --studies 16 --senders 2 --processes 1,2 --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -57,15 +58,13 @@ def measure(name: str, port: int, called: str, studies: Sequence[Sequence[Path]]
             "mb_s": megabytes / seconds}
 
 
-def run(studies: int, size: int, per_series: int, senders: int, workdir: Path,
-        processes: Sequence[int] = (1,)) -> dict[str, dict[str, float]]:
-    os.environ["TCP_NODELAY"] = "1"  # inherited by Orthanc (dcmtk inside) and storescu
+def one_round(data: Sequence[Sequence[Path]], senders: int, workdir: Path,
+              processes: Sequence[int]) -> dict[str, dict[str, float]]:
+    """Every peer once, each with fresh state (a re-sent instance would be a duplicate)."""
     sys.path.insert(0, str(_harness.REPO / "tests" / "deploy"))
     from orthanc import Modality, OrthancServer
 
-    data = make_studies(workdir / "studies", studies, size, per_series)
     results: dict[str, dict[str, float]] = {}
-
     with _harness.Storescp(workdir / "storescp", ae_title="STORESCP") as scp:
         scp.start()
         results["storescp"] = measure("storescp", scp.port, "STORESCP", data, senders,
@@ -96,14 +95,30 @@ def run(studies: int, size: int, per_series: int, senders: int, workdir: Path,
     return results
 
 
-def print_table(results: dict[str, dict[str, float]]) -> None:
-    print(f"{'peer':<16} {'instances':>9} {'seconds':>8} {'inst/s':>8} {'MB/s':>8}")
-    for name, r in results.items():
-        print(f"{name:<16} {r['instances']:>9.0f} {r['seconds']:>8.2f} {r['inst_s']:>8.1f} "
-              f"{r['mb_s']:>8.1f}")
-    for name in (n for n in results if n.startswith(NODE)):
+def run(studies: int, size: int, per_series: int, senders: int, workdir: Path,
+        processes: Sequence[int] = (1,), rounds: int = 1) -> list[dict[str, dict[str, float]]]:
+    """``rounds`` rounds of every peer one after the other: on a shared machine the load
+    changes within a minute, and interleaving keeps each round's ratios comparable."""
+    os.environ["TCP_NODELAY"] = "1"  # inherited by Orthanc (dcmtk inside) and storescu
+    data = make_studies(workdir / "studies", studies, size, per_series)
+    return [one_round(data, senders, workdir / f"round{i}", processes) for i in range(rounds)]
+
+
+def print_table(rounds: list[dict[str, dict[str, float]]]) -> None:
+    """Median over rounds; the ratio is the median of the per-round ratios."""
+    names = list(rounds[0])
+    print(f"{'peer':<16} {'instances':>9} {'inst/s':>8} {'min':>7} {'max':>7} {'MB/s':>7}"
+          f"   ({len(rounds)} rounds)")
+    for name in names:
+        rates = [r[name]["inst_s"] for r in rounds]
+        mbs = statistics.median(r[name]["mb_s"] for r in rounds)
+        print(f"{name:<16} {rounds[0][name]['instances']:>9.0f} {statistics.median(rates):>8.1f} "
+              f"{min(rates):>7.1f} {max(rates):>7.1f} {mbs:>7.1f}")
+    for name in (n for n in names if n.startswith(NODE)):
         for other in ("orthanc", "storescp"):
-            print(f"{name} / {other}: {results[name]['inst_s'] / results[other]['inst_s']:.2f}")
+            ratios = [r[name]["inst_s"] / r[other]["inst_s"] for r in rounds]
+            print(f"{name} / {other}: {statistics.median(ratios):.2f} "
+                  f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,12 +129,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--senders", type=int, default=2, help="parallel storescu")
     parser.add_argument("--processes", default="1,2",
                         help="node runs with these DIMSE_PROCESSES, comma-separated")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every peer")
     args = parser.parse_args(argv)
-    if args.studies < 1 or args.senders < 1 or args.size < 8 or args.per_series < 1:
-        parser.error("--studies, --senders, --per-series must be >= 1 and --size >= 8")
+    if min(args.studies, args.senders, args.per_series, args.rounds) < 1 or args.size < 8:
+        parser.error("--studies, --senders, --per-series, --rounds must be >= 1, --size >= 8")
     with tempfile.TemporaryDirectory(prefix="lumbar-ingest-") as tmp:
         results = run(args.studies, args.size, args.per_series, args.senders, Path(tmp),
-                      processes=[int(n) for n in args.processes.split(",")])
+                      processes=[int(n) for n in args.processes.split(",")],
+                      rounds=args.rounds)
     print_table(results)
     return 0
 
