@@ -79,7 +79,7 @@ def test_receivers_need_a_fixed_port(node_config: NodeConfig) -> None:
         ReceiverProcesses(node_config.replace(dimse_processes=0))
 
 
-def test_receivers_die_with_a_killed_serve_process(node_config: NodeConfig) -> None:
+def test_receivers_load_no_torch_and_die_with_a_killed_serve(node_config: NodeConfig) -> None:
     from workers.env import config_env
 
     env = {**os.environ, **config_env(node_config.replace(dimse_processes=3)),
@@ -91,6 +91,9 @@ def test_receivers_die_with_a_killed_serve_process(node_config: NodeConfig) -> N
         wait_port(node_config.dimse_port, timeout=60)
         wait_for(lambda: len(_receivers(serve.pid)) == 2, 60, "two receivers")
         children = _children(serve.pid)  # the receivers and multiprocessing's own helper
+        for pid in [serve.pid, *_receivers(serve.pid)]:
+            # the receiving processes must keep taking studies while GPUs are busy: no torch
+            assert "libtorch" not in Path(f"/proc/{pid}/maps").read_text(), pid
         serve.send_signal(signal.SIGKILL)
         serve.wait(10)
         deadline = time.monotonic() + 20
