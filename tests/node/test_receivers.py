@@ -37,7 +37,14 @@ def _children(pid: int) -> list[int]:
 
 
 def _receivers(pid: int) -> list[int]:
-    return [p for p in _children(pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    found = []
+    for child in _children(pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+        except OSError:  # exited between the listing and the read
+            continue
+    return found
 
 
 def _alive(pid: int) -> bool:
