@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.config import NodeConfig
-from dicom_node.instance_index import InstanceIndex, Received, StudyFull
+from dicom_node.instance_index import AlreadyIndexed, InstanceIndex, Received, StudyFull
 from dicom_node.sop_classes import STORAGE_CLASSES
 from dicom_node.spool import Spool
 from dicom_node.uids import validate_uid
@@ -151,9 +151,11 @@ class Ingestor:
             try:
                 with self.sessions() as session:
                     with session.begin():
-                        duplicate = self.index.add(session, item, place)
+                        self.index.add(session, item, place)
                     self.index.committed(session)
-                return duplicate
+                return False
+            except AlreadyIndexed:
+                return True
             except StudyFull as exc:
                 self._unplace(placed, path)
                 raise IngestError(OUT_OF_RESOURCES, str(exc)) from None

@@ -37,6 +37,10 @@ class StudyFull(Exception):
     """The study already holds the configured maximum of instances."""
 
 
+class AlreadyIndexed(Exception):
+    """The SOP instance has a row already: a duplicate, acknowledged and not stored again."""
+
+
 @dataclass(frozen=True)
 class Received:
     """What the index needs of one instance; read from the dataset once, by the caller."""
@@ -123,8 +127,8 @@ class InstanceIndex:
             self._study_ids.clear()
             self._series_ids.clear()
 
-    def add(self, session: Session, item: Received, place_file: Callable[[], None]) -> bool:
-        """Index ``item`` in the caller's transaction; True when it was already there.
+    def add(self, session: Session, item: Received, place_file: Callable[[], None]) -> None:
+        """Index ``item`` in the caller's transaction; AlreadyIndexed when it was there.
 
         ``place_file`` runs after the instance row is inserted and before the caller commits:
         the row's unique key is held by this transaction, so no concurrent copy of the same
@@ -141,7 +145,9 @@ class InstanceIndex:
             "size_bytes": item.size_bytes, "sha256": item.sha256, "received_at": now,
             "source": item.source}).first()
         if row is None:
-            return True
+            # roll back: a study or series row made above for a reused SOP UID under another
+            # study would otherwise stay behind, empty
+            raise AlreadyIndexed(item.sop_instance_uid)
         place_file()
         if item.source != "result":
             self._count_in_study(conn, item, study_id, now)
@@ -153,7 +159,6 @@ class InstanceIndex:
         session.info.setdefault("index_new_ids", []).append(
             (new_study and (item.study_instance_uid, study_id),
              new_series and (item.series_instance_uid, series_id)))
-        return False
 
     def committed(self, session: Session) -> None:
         """Remember ids created by the transaction that just committed."""

@@ -65,6 +65,23 @@ def test_duplicate_keeps_the_first_copy(node_config: NodeConfig, db_sessions) ->
     assert stored == 1
 
 
+def test_a_sop_uid_reused_under_another_study_leaves_no_empty_study(
+        node_config: NodeConfig, db_sessions) -> None:
+    ingestor = Ingestor(node_config, db_sessions)
+    sop = generate_uid(UID_ROOT)
+    ingestor.store(_encode(generate_uid(UID_ROOT), generate_uid(UID_ROOT), 0, sop_uid=sop),
+                   source="dimse")
+    other = _encode(generate_uid(UID_ROOT), generate_uid(UID_ROOT), 0, sop_uid=sop)
+    assert ingestor.store(other, source="dimse").duplicate
+    with db_sessions() as s:
+        assert s.scalar(select(func.count(Study.id))) == 1
+        assert s.scalar(select(func.count(Series.id))) == 1
+        firsts = s.scalar(select(func.count(AuditEvent.id)).where(
+            AuditEvent.event_type == "study.first_instance"))
+    assert firsts == 1 and len(_rows(db_sessions)) == 1
+    assert _spool_state(node_config.spool)[1] == []
+
+
 def test_late_instance_reopens_a_processed_study(node_config: NodeConfig, db_sessions) -> None:
     ingestor = Ingestor(node_config, db_sessions)
     study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
