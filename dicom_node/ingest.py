@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.config import NodeConfig
+from dicom_node.db.models import Instance
 from dicom_node.instance_index import AlreadyIndexed, InstanceIndex, Received, StudyFull
 from dicom_node.sop_classes import STORAGE_CLASSES
 from dicom_node.spool import Spool
@@ -127,6 +129,9 @@ class Ingestor:
         if sop_class not in STORAGE_CLASSES:
             raise IngestError(SOP_CLASS_NOT_SUPPORTED, f"SOP class {sop_class} not accepted")
         path = self.spool.path_for(study_uid, sop_uid)
+        if path.exists() and self._indexed(sop_uid):
+            # a PACS re-sending a study: answer without writing and fsyncing a copy first
+            return Stored(sop_uid, study_uid, duplicate=True)
         item = _received(ds, uids, sop_class, data, path, source, ae_title, ip)
         try:
             staged = self.spool.stage(path, data)
@@ -172,6 +177,15 @@ class Ingestor:
             except OSError as exc:
                 raise IngestError(OUT_OF_RESOURCES, f"spool write failed: {exc}") from None
         raise AssertionError("unreachable")
+
+    def _indexed(self, sop_uid: str) -> bool:
+        try:
+            with self.sessions() as session:
+                return session.scalar(select(Instance.id).where(
+                    Instance.sop_instance_uid == sop_uid)) is not None
+        except SQLAlchemyError as exc:
+            orig = getattr(exc, "orig", None) or exc
+            raise IngestError(OUT_OF_RESOURCES, f"database unavailable: {orig}") from None
 
     @staticmethod
     def _unplace(placed: bool, path: Path) -> None:
