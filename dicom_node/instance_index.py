@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from dicom_node import audit
 from dicom_node.db.models import Instance, Series, Study, utcnow
+from dicom_node.db.session import for_update
 
 STUDIES, SERIES, INSTANCES = Study.__table__, Series.__table__, Instance.__table__
 
@@ -201,11 +202,9 @@ class InstanceIndex:
                                   "last_received_at": now}
         if item.ae_title:
             values.update(calling_ae=item.ae_title, calling_ip=item.ip)
-        locked = select(STUDIES.c.state, STUDIES.c.instance_count, STUDIES.c.patient_id).where(
-            STUDIES.c.id == study_id)
-        if conn.dialect.name == "postgresql":
-            locked = locked.with_for_update()
-        current = conn.execute(locked).one()
+        current = conn.execute(for_update(conn, select(
+            STUDIES.c.state, STUDIES.c.instance_count, STUDIES.c.patient_id).where(
+            STUDIES.c.id == study_id))).one()
         if current.instance_count >= self.max_instances_per_study:
             raise StudyFull(f"study holds {current.instance_count} instances, the limit is "
                             f"{self.max_instances_per_study}")

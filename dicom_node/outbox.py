@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.db.models import OutboxMessage, utcnow
+from dicom_node.db.session import for_update
 from dicom_node.tasks import QUEUE_OF
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,7 @@ def relay(sessions: sessionmaker[Session], publish: Publish, batch: int = 100) -
     with sessions() as session, session.begin():
         stmt = (select(OutboxMessage).where(OutboxMessage.dispatched_at.is_(None))
                 .order_by(OutboxMessage.id).limit(batch))
-        if session.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
-        for message in session.scalars(stmt):
+        for message in session.scalars(for_update(session, stmt, skip_locked=True)):
             try:
                 publish(message.task_name, message.queue, dict(message.payload))
             except Exception as exc:  # any broker error: keep the row, try again later

@@ -17,15 +17,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node import audit, outbox
 from dicom_node.config import NodeConfig
 from dicom_node.db.models import Delivery, Job, Study, utcnow
+from dicom_node.db.session import for_update
 from dicom_node.tasks import DELIVER_RESULTS, PROCESS_STUDY
 
 log = logging.getLogger(__name__)
 
 
 def _locked(session: Session, stmt: Select) -> Select:
-    if session.get_bind().dialect.name == "postgresql":
-        return stmt.with_for_update(skip_locked=True)
-    return stmt
+    return for_update(session, stmt, skip_locked=True)
 
 
 def reconcile(sessions: sessionmaker[Session], config: NodeConfig,

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node import audit, outbox
 from dicom_node.config import NodeConfig
 from dicom_node.db.models import Instance, Job, Series, Study, utcnow
+from dicom_node.db.session import for_update
 from dicom_node.tasks import PROCESS_STUDY
 from lumbar_common.series_selection import read_headers, select_study
 
@@ -106,9 +107,7 @@ def close_due_studies(sessions: sessionmaker[Session], config: NodeConfig,
             or_(Study.checked_at.is_(None), Study.checked_at < Study.last_received_at,
                 Study.last_received_at <= timeout_cut),
         ).order_by(Study.last_received_at).limit(50)
-        if session.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
-        for study in session.scalars(stmt):
+        for study in session.scalars(for_update(session, stmt, skip_locked=True)):
             decision = evaluate(session, study, config, now)
             if decision.action == "close":
                 close_study(session, study, decision.reason, decision.roles, now)

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node import audit
 from dicom_node.config import NodeConfig
 from dicom_node.db.models import Finding, Job, ResultObject, Study, utcnow
+from dicom_node.db.session import for_update
 from dicom_node.delivery.service import create_deliveries
 from dicom_node.ingest import IngestError, Ingestor
 from dicom_node.studies import source_paths
@@ -165,9 +166,7 @@ def _owned_job(session: Session, job_id: int, attempt: int, lock: bool) -> Job |
     """The job row if claim `attempt` still owns it, else None; with `lock`, the row stays
     locked until commit so no re-queue or re-claim can slip in before the outcome is written."""
     stmt = select(Job).where(_owned(job_id, attempt)).execution_options(populate_existing=True)
-    if lock and session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    return session.scalar(stmt)
+    return session.scalar(for_update(session, stmt) if lock else stmt)
 
 
 def _taken_over(sessions: sessionmaker[Session], job_id: int, attempt: int, worker_name: str,

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Select, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.db.models import AuditEvent
@@ -35,6 +35,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def for_update(bind: Session | Connection, stmt: Select, *, skip_locked: bool = False) -> Select:
+    """``stmt`` taking row locks where the database has them (PostgreSQL); SQLite has a
+    single writer, so its transactions are serialised without them."""
+    engine = bind.get_bind() if isinstance(bind, Session) else bind
+    if engine.dialect.name != "postgresql":
+        return stmt
+    return stmt.with_for_update(skip_locked=skip_locked)
 
 
 @contextmanager

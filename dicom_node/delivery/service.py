@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node import audit, outbox
 from dicom_node.config import Destination, NodeConfig
 from dicom_node.db.models import Delivery, Job, ResultObject, Study, utcnow
+from dicom_node.db.session import for_update
 from dicom_node.delivery.senders import DeliveryError, send_dimse, send_stow
 from dicom_node.tasks import DELIVER_RESULTS
 
@@ -164,9 +165,7 @@ def _owned(session: Session, delivery_id: int, attempt: int) -> Delivery | None:
     """The row, locked until commit, if claim `attempt` is still the one sending it."""
     stmt = select(Delivery).where(Delivery.id == delivery_id, Delivery.status == "sending",
                                   Delivery.attempts == attempt)
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    return session.scalar(stmt.execution_options(populate_existing=True))
+    return session.scalar(for_update(session, stmt).execution_options(populate_existing=True))
 
 
 def resend_study(sessions: sessionmaker[Session], config: NodeConfig, study_uid: str,
