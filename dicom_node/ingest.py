@@ -154,10 +154,9 @@ class Ingestor:
                 placed = True
 
             try:
-                with self.sessions() as session:
-                    with session.begin():
-                        self.index.add(session, item, place)
-                    self.index.committed(session)
+                with self.sessions() as session, session.begin():
+                    learned = self.index.add(session, item, place)
+                self.index.committed(learned)
                 return False
             except AlreadyIndexed:
                 return True

@@ -96,15 +96,13 @@ _COUNT_IN_SERIES = update(SERIES).where(SERIES.c.id == bindparam("b_id")).values
     instance_count=SERIES.c.instance_count + 1)
 
 
-@dataclass(frozen=True)
-class _DialectStatements:
-    insert_instance: Any
+_INSERT_INSTANCE = {
+    name: dialect.insert(INSTANCES).on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+    .returning(INSTANCES.c.id) for name, dialect in (("postgresql", postgresql),
+                                                     ("sqlite", sqlite))}
 
-    @classmethod
-    def build(cls, conn: Connection) -> _DialectStatements:
-        return cls(insert_instance=_insert(conn, INSTANCES)
-                   .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
-                   .returning(INSTANCES.c.id))
+#: ids an indexing transaction learned, to cache once it has committed
+Learned = list[tuple[dict[str, int], str, int]]
 
 
 class InstanceIndex:
@@ -115,21 +113,15 @@ class InstanceIndex:
         self._lock = threading.Lock()
         self._study_ids: dict[str, int] = {}
         self._series_ids: dict[str, int] = {}
-        self._by_dialect: dict[str, _DialectStatements] = {}
-
-    def _statements(self, conn: Connection) -> _DialectStatements:
-        found = self._by_dialect.get(conn.dialect.name)
-        if found is None:
-            found = self._by_dialect[conn.dialect.name] = _DialectStatements.build(conn)
-        return found
 
     def forget(self) -> None:
         with self._lock:
             self._study_ids.clear()
             self._series_ids.clear()
 
-    def add(self, session: Session, item: Received, place_file: Callable[[], None]) -> None:
+    def add(self, session: Session, item: Received, place_file: Callable[[], None]) -> Learned:
         """Index ``item`` in the caller's transaction; AlreadyIndexed when it was there.
+        Returns the study and series ids to pass to :meth:`committed` after the commit.
 
         ``place_file`` runs after the instance row is inserted and before the caller commits:
         the row's unique key is held by this transaction, so no concurrent copy of the same
@@ -137,9 +129,9 @@ class InstanceIndex:
         """
         conn = session.connection()
         now = utcnow()
-        study_id, new_study = self._study(conn, item, now)
-        series_id, new_series = self._series(conn, item, study_id)
-        row = conn.execute(self._statements(conn).insert_instance, {
+        study_id, study_cached = self._study(conn, item, now)
+        series_id, series_cached = self._series(conn, item, study_id)
+        row = conn.execute(_INSERT_INSTANCE[conn.dialect.name], {
             "series_id": series_id, "sop_instance_uid": item.sop_instance_uid,
             "sop_class_uid": item.sop_class_uid, "transfer_syntax_uid": item.transfer_syntax_uid,
             "instance_number": item.instance_number, "path": item.path,
@@ -157,26 +149,27 @@ class InstanceIndex:
                      patient_id=item.patient_id, ae_title=item.ae_title, ip=item.ip,
                      source=item.source, sop_instance_uid=item.sop_instance_uid,
                      series_instance_uid=item.series_instance_uid, sop_class=item.sop_class_name)
-        session.info.setdefault("index_new_ids", []).append(
-            (new_study and (item.study_instance_uid, study_id),
-             new_series and (item.series_instance_uid, series_id)))
+        learned: Learned = []
+        if not study_cached:
+            learned.append((self._study_ids, item.study_instance_uid, study_id))
+        if not series_cached:
+            learned.append((self._series_ids, item.series_instance_uid, series_id))
+        return learned
 
-    def committed(self, session: Session) -> None:
-        """Remember ids created by the transaction that just committed."""
+    def committed(self, learned: Learned) -> None:
+        """Cache ids once the transaction that found or made their rows has committed."""
         with self._lock:
-            for study, series in session.info.pop("index_new_ids", []):
-                if study:
-                    self._study_ids[study[0]] = study[1]
-                if series:
-                    self._series_ids[series[0]] = series[1]
+            for cache, uid, row_id in learned:
+                cache[uid] = row_id
 
     # --- study -------------------------------------------------------------------------
 
     def _study(self, conn: Connection, item: Received, now: datetime) -> tuple[int, bool]:
+        """The study's id and whether it came from the cache."""
         uid = item.study_instance_uid
         cached = self._study_ids.get(uid)
         if cached is not None:
-            return cached, False
+            return cached, True
         study_id, inserted = _get_or_insert(conn, STUDIES, "study_instance_uid", {
             "study_instance_uid": uid, "patient_id": item.patient_id,
             "accession_number": item.accession_number, "calling_ae": item.ae_title,
@@ -185,7 +178,7 @@ class InstanceIndex:
         if inserted:
             audit.append(conn, "study.first_instance", study_uid=uid, patient_id=item.patient_id,
                          ae_title=item.ae_title, ip=item.ip, source=item.source)
-        return study_id, True
+        return study_id, False
 
     def _count_in_study(self, conn: Connection, item: Received, study_id: int,
                         now: datetime) -> None:
@@ -217,17 +210,18 @@ class InstanceIndex:
     # --- series ------------------------------------------------------------------------
 
     def _series(self, conn: Connection, item: Received, study_id: int) -> tuple[int, bool]:
+        """The series' id and whether it came from the cache."""
         uid = item.series_instance_uid
         cached = self._series_ids.get(uid)
         if cached is not None:
-            return cached, False
+            return cached, True
         series_id, inserted = _get_or_insert(conn, SERIES, "series_instance_uid", {
             "study_id": study_id, "series_instance_uid": uid, "modality": item.modality,
             "series_description": item.series_description, "series_number": item.series_number,
             "is_result": item.source == "result", "instance_count": 0})
         if inserted and item.modality:
             self._add_modality(conn, study_id, item.modality)
-        return series_id, True
+        return series_id, False
 
     @staticmethod
     def _add_modality(conn: Connection, study_id: int, modality: str) -> None:
