@@ -16,7 +16,7 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.config import NodeConfig
@@ -169,10 +169,9 @@ class Ingestor:
                 self.index.forget()
                 if attempt == 2:
                     raise IngestError(OUT_OF_RESOURCES, "concurrent index conflict") from None
-            except (OperationalError, SQLAlchemyError) as exc:
+            except SQLAlchemyError as exc:
                 self._unplace(placed, path)
-                orig = getattr(exc, "orig", None) or exc
-                raise IngestError(OUT_OF_RESOURCES, f"database unavailable: {orig}") from None
+                raise _database_unavailable(exc) from None
             except OSError as exc:
                 raise IngestError(OUT_OF_RESOURCES, f"spool write failed: {exc}") from None
         raise AssertionError("unreachable")
@@ -183,13 +182,18 @@ class Ingestor:
                 return session.scalar(select(Instance.id).where(
                     Instance.sop_instance_uid == sop_uid)) is not None
         except SQLAlchemyError as exc:
-            orig = getattr(exc, "orig", None) or exc
-            raise IngestError(OUT_OF_RESOURCES, f"database unavailable: {orig}") from None
+            raise _database_unavailable(exc) from None
 
     @staticmethod
     def _unplace(placed: bool, path: Path) -> None:
         if placed:
             path.unlink(missing_ok=True)
+
+
+def _database_unavailable(exc: SQLAlchemyError) -> IngestError:
+    """The sender is told to retry later (0xA700), with the driver's own words."""
+    orig = getattr(exc, "orig", None) or exc
+    return IngestError(OUT_OF_RESOURCES, f"database unavailable: {orig}")
 
 
 def _received(ds: Dataset, uids: tuple[str, str, str], sop_class: str, data: bytes,
