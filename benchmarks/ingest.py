@@ -50,12 +50,25 @@ def measure(name: str, port: int, called: str, studies: Sequence[Sequence[Path]]
             senders: int, count: Callable[[], int]) -> dict[str, float]:
     instances = sum(len(s) for s in studies)
     megabytes = sum(p.stat().st_size for s in studies for p in s) / 1e6
+    busy = machine_cpu_seconds()
     seconds = send_all(port, studies, called, senders)
+    busy = machine_cpu_seconds() - busy
     held = count()
     if held != instances:
         raise RuntimeError(f"{name} holds {held} instances after receiving {instances}")
     return {"seconds": seconds, "instances": instances, "inst_s": instances / seconds,
-            "mb_s": megabytes / seconds}
+            "mb_s": megabytes / seconds, "cpu_ms": busy / instances * 1e3}
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time the whole machine spent busy (all cores): receiver, its database, senders.
+
+    Rates alone hide what a peer costs when the cores are shared; CPU per instance says
+    how many cores each one needs for a given rate.
+    """
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def one_round(data: Sequence[Sequence[Path]], senders: int, workdir: Path,
@@ -108,12 +121,13 @@ def print_table(rounds: list[dict[str, dict[str, float]]]) -> None:
     """Median over rounds; the ratio is the median of the per-round ratios."""
     names = list(rounds[0])
     print(f"{'peer':<16} {'instances':>9} {'inst/s':>8} {'min':>7} {'max':>7} {'MB/s':>7}"
-          f"   ({len(rounds)} rounds)")
+          f" {'CPU ms/inst':>11}   ({len(rounds)} rounds; CPU: whole machine, senders included)")
     for name in names:
         rates = [r[name]["inst_s"] for r in rounds]
         mbs = statistics.median(r[name]["mb_s"] for r in rounds)
+        cpu = statistics.median(r[name]["cpu_ms"] for r in rounds)
         print(f"{name:<16} {rounds[0][name]['instances']:>9.0f} {statistics.median(rates):>8.1f} "
-              f"{min(rates):>7.1f} {max(rates):>7.1f} {mbs:>7.1f}")
+              f"{min(rates):>7.1f} {max(rates):>7.1f} {mbs:>7.1f} {cpu:>11.2f}")
     for name in (n for n in names if n.startswith(NODE)):
         for other in ("orthanc", "storescp"):
             ratios = [r[name]["inst_s"] / r[other]["inst_s"] for r in rounds]

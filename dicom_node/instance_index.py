@@ -23,15 +23,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Boolean, Connection, Select, bindparam, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 from dicom_node import audit
-from dicom_node.db.models import Instance, Series, Study, utcnow
+from dicom_node.db.models import AuditEvent, Instance, Series, Study, utcnow
 from dicom_node.db.session import for_update
 
 STUDIES, SERIES, INSTANCES = Study.__table__, Series.__table__, Instance.__table__
+AUDIT = AuditEvent.__table__
 
 
 class StudyFull(Exception):
@@ -96,10 +96,54 @@ _COUNT_IN_SERIES = update(SERIES).where(SERIES.c.id == bindparam("b_id")).values
     instance_count=SERIES.c.instance_count + 1)
 
 
+_INSTANCE_COLUMNS = ("series_id", "sop_instance_uid", "sop_class_uid", "transfer_syntax_uid",
+                     "instance_number", "path", "size_bytes", "sha256", "received_at", "source")
 _INSERT_INSTANCE = {
     name: dialect.insert(INSTANCES).on_conflict_do_nothing(index_elements=["sop_instance_uid"])
     .returning(INSTANCES.c.id) for name, dialect in (("postgresql", postgresql),
                                                      ("sqlite", sqlite))}
+
+
+def _stored_in_one_statement(from_ae: bool) -> Select:
+    """PostgreSQL: claim the SOP UID, count it in study and series and audit it, in one
+    round trip. Each counter and the audit row depend on the claim (``EXISTS ins``), so a
+    duplicate changes nothing; ``counted`` is 0 when the study guard did not match (limit
+    reached, or a processed study), and the caller then takes the locked slow path.
+    """
+    ins = (postgresql.insert(INSTANCES)
+           .values({c: bindparam(c, type_=INSTANCES.c[c].type) for c in _INSTANCE_COLUMNS})
+           .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+           .returning(INSTANCES.c.id).cte("ins"))
+    claimed = exists(select(ins.c.id))
+    counts = {"instance_count": STUDIES.c.instance_count + 1,
+              "last_received_at": bindparam("received_at")}
+    if from_ae:
+        counts.update(calling_ae=bindparam("b_ae"), calling_ip=bindparam("b_ip"))
+    study = (update(STUDIES).where(*_GUARD, claimed, bindparam("b_count", type_=Boolean))
+             .values(**counts).returning(STUDIES.c.id).cte("counted"))
+    series = (update(SERIES).where(SERIES.c.id == bindparam("series_id"), claimed)
+              .values(instance_count=SERIES.c.instance_count + 1)
+              .returning(SERIES.c.id).cte("series_counted"))
+    audited = (insert(AUDIT).from_select(
+        ["at", "event_type", "study_instance_uid", "patient_id", "ae_title", "ip", "detail"],
+        select(*(bindparam(name, type_=AUDIT.c[column].type) for name, column in (
+            ("received_at", "at"), ("a_type", "event_type"), ("a_study", "study_instance_uid"),
+            ("a_patient", "patient_id"), ("a_ae", "ae_title"), ("a_ip", "ip"),
+            ("a_detail", "detail")))).where(claimed))
+        .returning(AUDIT.c.id).cte("audited"))
+    return select(select(ins.c.id).scalar_subquery().label("instance_id"),
+                  select(func.count()).select_from(study).scalar_subquery().label("counted"),
+                  ).add_cte(series, audited)
+
+
+_STORED_PG = {from_ae: _stored_in_one_statement(from_ae) for from_ae in (False, True)}
+
+
+def _stored_detail(item: Received) -> dict[str, str]:
+    """The detail of an ``instance.stored`` audit event, the same on both paths."""
+    return {"source": item.source, "sop_instance_uid": item.sop_instance_uid,
+            "series_instance_uid": item.series_instance_uid, "sop_class": item.sop_class_name}
+
 
 #: ids an indexing transaction learned, to cache once it has committed
 Learned = list[tuple[dict[str, int], str, int]]
@@ -119,7 +163,7 @@ class InstanceIndex:
             self._study_ids.clear()
             self._series_ids.clear()
 
-    def add(self, session: Session, item: Received, place_file: Callable[[], None]) -> Learned:
+    def add(self, conn: Connection, item: Received, place_file: Callable[[], None]) -> Learned:
         """Index ``item`` in the caller's transaction; AlreadyIndexed when it was there.
         Returns the study and series ids to pass to :meth:`committed` after the commit.
 
@@ -127,34 +171,58 @@ class InstanceIndex:
         the row's unique key is held by this transaction, so no concurrent copy of the same
         instance can move a file into place at the same moment.
         """
-        conn = session.connection()
         now = utcnow()
         study_id, study_cached = self._study(conn, item, now)
         series_id, series_cached = self._series(conn, item, study_id)
-        row = conn.execute(_INSERT_INSTANCE[conn.dialect.name], {
-            "series_id": series_id, "sop_instance_uid": item.sop_instance_uid,
-            "sop_class_uid": item.sop_class_uid, "transfer_syntax_uid": item.transfer_syntax_uid,
-            "instance_number": item.instance_number, "path": item.path,
-            "size_bytes": item.size_bytes, "sha256": item.sha256, "received_at": now,
-            "source": item.source}).first()
-        if row is None:
-            # roll back: a study or series row made above for a reused SOP UID under another
-            # study would otherwise stay behind, empty
-            raise AlreadyIndexed(item.sop_instance_uid)
+        values = {"series_id": series_id, "sop_instance_uid": item.sop_instance_uid,
+                  "sop_class_uid": item.sop_class_uid,
+                  "transfer_syntax_uid": item.transfer_syntax_uid,
+                  "instance_number": item.instance_number, "path": item.path,
+                  "size_bytes": item.size_bytes, "sha256": item.sha256, "received_at": now,
+                  "source": item.source}
+        counts = item.source != "result"
+        if conn.dialect.name == "postgresql":
+            counted = self._add_in_one_statement(conn, item, values, study_id)
+        else:
+            counted = self._add_step_by_step(conn, item, values, study_id)
         place_file()
-        if item.source != "result":
+        if counts and not counted:
             self._count_in_study(conn, item, study_id, now)
-        conn.execute(_COUNT_IN_SERIES, {"b_id": series_id})
-        audit.append(conn, "instance.stored", study_uid=item.study_instance_uid,
-                     patient_id=item.patient_id, ae_title=item.ae_title, ip=item.ip,
-                     source=item.source, sop_instance_uid=item.sop_instance_uid,
-                     series_instance_uid=item.series_instance_uid, sop_class=item.sop_class_name)
         learned: Learned = []
         if not study_cached:
             learned.append((self._study_ids, item.study_instance_uid, study_id))
         if not series_cached:
             learned.append((self._series_ids, item.series_instance_uid, series_id))
         return learned
+
+    def _add_in_one_statement(self, conn: Connection, item: Received, values: dict[str, Any],
+                              study_id: int) -> bool:
+        """The PostgreSQL hot path; True when the study counter was updated."""
+        row = conn.execute(_STORED_PG[bool(item.ae_title)], {
+            **values, "b_id": study_id, "b_max": self.max_instances_per_study,
+            "b_count": item.source != "result", "b_ae": item.ae_title, "b_ip": item.ip,
+            "a_type": "instance.stored", "a_study": item.study_instance_uid,
+            "a_patient": item.patient_id, "a_ae": item.ae_title, "a_ip": item.ip,
+            "a_detail": _stored_detail(item)}).one()
+        if row.instance_id is None:
+            raise AlreadyIndexed(item.sop_instance_uid)
+        return bool(row.counted)
+
+    def _add_step_by_step(self, conn: Connection, item: Received, values: dict[str, Any],
+                          study_id: int) -> bool:
+        """SQLite has no data-modifying CTEs: the same steps as statements of their own."""
+        if conn.execute(_INSERT_INSTANCE["sqlite"], values).first() is None:
+            # roll back: a study or series row made above for a reused SOP UID under another
+            # study would otherwise stay behind, empty
+            raise AlreadyIndexed(item.sop_instance_uid)
+        counted = False
+        if item.source != "result":
+            counted = self._count_if_receiving(conn, item, study_id, values["received_at"])
+        conn.execute(_COUNT_IN_SERIES, {"b_id": values["series_id"]})
+        audit.append(conn, "instance.stored", study_uid=item.study_instance_uid,
+                     patient_id=item.patient_id, ae_title=item.ae_title, ip=item.ip,
+                     **_stored_detail(item))
+        return counted
 
     def committed(self, learned: Learned) -> None:
         """Cache ids once the transaction that found or made their rows has committed."""
@@ -180,17 +248,19 @@ class InstanceIndex:
                          ae_title=item.ae_title, ip=item.ip, source=item.source)
         return study_id, False
 
-    def _count_in_study(self, conn: Connection, item: Received, study_id: int,
-                        now: datetime) -> None:
-        params: dict[str, Any] = {"b_id": study_id, "b_max": self.max_instances_per_study,
-                                  "b_now": now}
+    def _count_if_receiving(self, conn: Connection, item: Received, study_id: int,
+                            now: datetime) -> bool:
+        """The guarded counter update of the step-by-step path; False when it matched no row."""
+        params: dict[str, Any] = {"b_id": study_id,
+                                  "b_max": self.max_instances_per_study, "b_now": now}
         if item.ae_title:
             params.update(b_ae=item.ae_title, b_ip=item.ip)
-            done = conn.execute(_COUNT_IN_STUDY_FROM_AE, params)
-        else:
-            done = conn.execute(_COUNT_IN_STUDY, params)
-        if done.rowcount == 1:
-            return
+            return conn.execute(_COUNT_IN_STUDY_FROM_AE, params).rowcount == 1
+        return conn.execute(_COUNT_IN_STUDY, params).rowcount == 1
+
+    def _count_in_study(self, conn: Connection, item: Received, study_id: int,
+                        now: datetime) -> None:
+        """The guard did not match: lock the row and work out why (limit, or re-opening)."""
         values: dict[str, Any] = {"instance_count": STUDIES.c.instance_count + 1,
                                   "last_received_at": now}
         if item.ae_title:

@@ -145,7 +145,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dicom_node.config import load_config
+    from dicom_node.ingest import quiet_value_checks
 
+    quiet_value_checks()
     logging.basicConfig(level=args.loglevel.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # pynetdicom logs every request at INFO; the node audits them itself

@@ -47,7 +47,9 @@ def _receiver(config: NodeConfig, parent_pid: int, loglevel: int, ready: Any) ->
         return
     from dicom_node.db.session import make_engine, make_sessionmaker
     from dicom_node.dimse.scp import StoreSCP
+    from dicom_node.ingest import quiet_value_checks
 
+    quiet_value_checks()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

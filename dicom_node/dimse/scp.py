@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node import audit
 from dicom_node.config import NodeConfig
 from dicom_node.db.session import transaction
-from dicom_node.ingest import SUCCESS, IngestError, Ingestor
+from dicom_node.dimse.part10 import part10
+from dicom_node.ingest import INVALID_UID, SUCCESS, IngestError, Ingestor
 from dicom_node.sop_classes import STORAGE_CLASSES, TRANSFER_SYNTAXES
 from dicom_node.tls import server_context
 
@@ -127,7 +128,7 @@ class StoreSCP:
         calling, ip = str(requestor.ae_title).strip(), str(requestor.address)
         try:
             stored = self.ingestor.store(
-                event.encoded_dataset(include_meta=True),
+                _as_file(event, calling),
                 source="dimse",
                 ae_title=calling,
                 ip=ip,
@@ -150,6 +151,19 @@ class StoreSCP:
         if stored.duplicate:
             log.info("duplicate instance from %s ignored", calling)
         return SUCCESS
+
+
+def _as_file(event: Any, calling: str) -> bytes:
+    """The data set as the peer encoded it, as a DICOM file (no decode/re-encode)."""
+    request = event.request
+    try:
+        return part10(event.encoded_dataset(include_meta=False),
+                      sop_class_uid=str(request.AffectedSOPClassUID or ""),
+                      sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
+                      transfer_syntax_uid=str(event.context.transfer_syntax),
+                      source_ae=calling or None)
+    except ValueError as exc:  # non-ASCII or oversized request UIDs
+        raise IngestError(INVALID_UID, f"request UIDs cannot be stored: {exc}") from None
 
 
 class _ReusePortServer(ThreadedAssociationServer):
