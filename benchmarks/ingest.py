@@ -1,9 +1,11 @@
 """Ingest rate of `lumbar-node serve` against dcmtk storescp and Orthanc, same files, same run.
 
-All three receive over loopback from the same client (dcmtk storescu, one association per
+Every peer receives over loopback from the same client (dcmtk storescu, one association per
 study, TCP_NODELAY=1 for every dcmtk peer including Orthanc's embedded dcmtk), one peer after
 the other. The node runs as in production: PostgreSQL index, Redis broker, spool with
-fsync; storescp only writes files; Orthanc writes files and its SQLite index.
+fsync; storescp only writes files; Orthanc writes files and its SQLite index. The
+"pynetdicom floor" is the node's DIMSE framing with nothing stored
+(benchmarks/pynetdicom_floor.py): the rate no pynetdicom receiver can pass on this machine.
 
     .venv/bin/python benchmarks/ingest.py --studies 16 --senders 2 --processes 1,2 --rounds 3
 """
@@ -24,8 +26,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _harness
 import load
+import pynetdicom_floor
 
 NODE = "lumbar-node"
+
+
+class PynetdicomFloor(_harness.Process):
+    """benchmarks/pynetdicom_floor.py: the node's DIMSE framing without storing anything."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = _harness.free_port()
+        super().__init__("pynetdicom floor", [_harness.PYTHON, str(Path(pynetdicom_floor.__file__)),
+                                              str(self.port)], workdir / "floor.log")
+
+    def start(self) -> PynetdicomFloor:
+        super().start()
+        self.await_ready(lambda: _harness.port_open(self.port), 30, "the pynetdicom floor")
+        return self
+
+    def received(self) -> int:
+        return sum(1 for line in self.log.read_text().splitlines() if line.isdigit())
 
 
 def make_studies(folder: Path, studies: int, size: int, per_series: int) -> list[list[Path]]:
@@ -83,6 +103,12 @@ def one_round(data: Sequence[Sequence[Path]], senders: int, workdir: Path,
         results["storescp"] = measure("storescp", scp.port, "STORESCP", data, senders,
                                       lambda: len(scp.files()))
 
+    with PynetdicomFloor(workdir / "floor") as floor:
+        floor.start()
+        results["pynetdicom floor"] = measure("pynetdicom floor", floor.port,
+                                              pynetdicom_floor.AE_TITLE, data, senders,
+                                              floor.received)
+
     nowhere = Modality("NOWHERE", "127.0.0.1", _harness.free_port())
     sender = {"sender": Modality("PACS", "127.0.0.1", _harness.free_port())}
     with OrthancServer(workdir / "orthanc", destination=nowhere, stable_age=3600,
@@ -128,8 +154,10 @@ def print_table(rounds: list[dict[str, dict[str, float]]]) -> None:
         cpu = statistics.median(r[name]["cpu_ms"] for r in rounds)
         print(f"{name:<16} {rounds[0][name]['instances']:>9.0f} {statistics.median(rates):>8.1f} "
               f"{min(rates):>7.1f} {max(rates):>7.1f} {mbs:>7.1f} {cpu:>11.2f}")
-    for name in (n for n in names if n.startswith(NODE)):
-        for other in ("orthanc", "storescp"):
+    for name in (n for n in names if n.startswith(NODE) or n == "pynetdicom floor"):
+        for other in ("orthanc", "storescp", "pynetdicom floor"):
+            if other == name:
+                continue
             ratios = [r[name]["inst_s"] / r[other]["inst_s"] for r in rounds]
             print(f"{name} / {other}: {statistics.median(ratios):.2f} "
                   f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)})")

@@ -10,6 +10,7 @@ Entity Title (0002,0016) for provenance.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
@@ -48,3 +49,14 @@ def part10(dataset: bytes, *, sop_class_uid: str, sop_instance_uid: str,
     return b"".join((_PREAMBLE, file_meta(
         sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid,
         transfer_syntax_uid=transfer_syntax_uid, source_ae=source_ae), dataset))
+
+
+def from_c_store(event: Any, source_ae: str | None) -> bytes:
+    """The file for a pynetdicom C-STORE event; ValueError for request UIDs that cannot be
+    written (not ASCII, too long)."""
+    request = event.request
+    return part10(event.encoded_dataset(include_meta=False),
+                  sop_class_uid=str(request.AffectedSOPClassUID or ""),
+                  sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
+                  transfer_syntax_uid=str(event.context.transfer_syntax),
+                  source_ae=source_ae or None)

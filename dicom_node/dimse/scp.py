@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node import audit
 from dicom_node.config import NodeConfig
 from dicom_node.db.session import transaction
-from dicom_node.dimse.part10 import part10
+from dicom_node.dimse.part10 import from_c_store
 from dicom_node.ingest import INVALID_UID, SUCCESS, IngestError, Ingestor
 from dicom_node.sop_classes import STORAGE_CLASSES, TRANSFER_SYNTAXES
 from dicom_node.tls import server_context
@@ -155,13 +155,8 @@ class StoreSCP:
 
 def _as_file(event: Any, calling: str) -> bytes:
     """The data set as the peer encoded it, as a DICOM file (no decode/re-encode)."""
-    request = event.request
     try:
-        return part10(event.encoded_dataset(include_meta=False),
-                      sop_class_uid=str(request.AffectedSOPClassUID or ""),
-                      sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
-                      transfer_syntax_uid=str(event.context.transfer_syntax),
-                      source_ae=calling or None)
+        return from_c_store(event, calling)
     except ValueError as exc:  # non-ASCII or oversized request UIDs
         raise IngestError(INVALID_UID, f"request UIDs cannot be stored: {exc}") from None
 

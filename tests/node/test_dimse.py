@@ -159,3 +159,24 @@ def test_transfer_syntaxes_kept_as_sent(tmp_path, node_config, sessions, scp, fl
     assert inst.transfer_syntax_uid == syntax
     stored = pydicom.dcmread(inst.path)
     assert stored.pixel_array.tobytes() == pydicom.dcmread(files[0]).pixel_array.tobytes()
+
+
+def test_spooled_file_is_the_sent_data_set_with_our_meta(tmp_path, node_config, sessions, scp):
+    """No decode/re-encode: after the meta group, the spooled bytes are the sender's."""
+    import pydicom
+
+    _, files = write_study(tmp_path / "study", n=1, roles=("sag_t2",))
+    assert storescu(node_config.dimse_port, files).returncode == 0
+    with sessions() as s:
+        spooled = Path(s.scalars(select(Instance.path)).one())
+    sent, kept = pydicom.dcmread(files[0]), pydicom.dcmread(spooled)
+    assert kept.file_meta.SourceApplicationEntityTitle == "PACS"
+    assert kept.file_meta.MediaStorageSOPInstanceUID == sent.SOPInstanceUID
+    assert kept.file_meta.TransferSyntaxUID == sent.file_meta.TransferSyntaxUID
+
+    def body(path: Path) -> bytes:
+        raw = path.read_bytes()
+        group_length = int.from_bytes(raw[140:144], "little")  # (0002,0000) UL value
+        return raw[144 + group_length:]
+
+    assert body(spooled) == body(files[0])

@@ -47,3 +47,17 @@ def test_a_non_ascii_uid_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         file_meta(sop_class_uid=MRImageStorage, sop_instance_uid="1.2.\u00e9",
                   transfer_syntax_uid=ExplicitVRLittleEndian)
+
+
+def test_the_benchmark_floor_answers_every_instance(tmp_path) -> None:
+    """benchmarks/pynetdicom_floor.py, the ingest benchmark's reference peer, really receives."""
+    from ingest import PynetdicomFloor
+    from nodekit import storescu, write_study
+    from pynetdicom_floor import AE_TITLE
+
+    _, files = write_study(tmp_path / "study", n=2, roles=("sag_t2",))
+    with PynetdicomFloor(tmp_path / "floor") as floor:
+        floor.start()
+        done = storescu(floor.port, files, "PACS", AE_TITLE)
+        assert done.returncode == 0, done.stderr
+        assert floor.received() == len(files) == 2

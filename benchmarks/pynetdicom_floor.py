@@ -1,0 +1,56 @@
+"""The floor under any pynetdicom receiver: the node's AE and C-STORE framing, no storing.
+
+Same presentation contexts, PDU size and file assembly as `lumbar-node serve`, and a handler
+that answers success once it holds the instance's bytes: what is left of the node's cost
+per instance when spooling, parsing and indexing are taken away. Prints one line per
+instance so the benchmark can check that every one arrived.
+
+    .venv/bin/python benchmarks/pynetdicom_floor.py PORT
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pynetdicom import AE, evt
+
+from dicom_node.config import NodeConfig
+from dicom_node.dimse.part10 import from_c_store
+from dicom_node.ingest import quiet_value_checks
+from dicom_node.sop_classes import STORAGE_CLASSES, TRANSFER_SYNTAXES
+
+AE_TITLE = "FLOOR"
+
+
+def main(argv: list[str]) -> int:
+    quiet_value_checks()
+    ae = AE(ae_title=AE_TITLE)
+    ae.maximum_pdu_size = NodeConfig.max_pdu_size
+    ae.maximum_associations = NodeConfig.max_associations
+    for uid in STORAGE_CLASSES:
+        ae.add_supported_context(uid, TRANSFER_SYNTAXES)
+    lock = threading.Lock()
+
+    def on_store(event: Any) -> int:
+        data = from_c_store(event, str(event.assoc.requestor.ae_title).strip())
+        with lock:
+            print(len(data), flush=True)
+        return 0x0000
+
+    server = ae.start_server(("127.0.0.1", int(argv[0])), block=False,
+                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    done.wait()
+    server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
