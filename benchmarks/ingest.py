@@ -156,11 +156,15 @@ def print_table(rounds: list[dict[str, dict[str, float]]]) -> None:
               f"{min(rates):>7.1f} {max(rates):>7.1f} {mbs:>7.1f} {cpu:>11.2f}")
     for name in (n for n in names if n.startswith(NODE) or n == "pynetdicom floor"):
         for other in ("orthanc", "storescp", "pynetdicom floor"):
-            if other == name:
-                continue
-            ratios = [r[name]["inst_s"] / r[other]["inst_s"] for r in rounds]
-            print(f"{name} / {other}: {statistics.median(ratios):.2f} "
-                  f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
+            if other != name:
+                print_ratio(rounds, name, other)
+
+
+def print_ratio(rounds: list[dict[str, dict[str, float]]], name: str, other: str) -> None:
+    """The median of the per-round ratios of two receivers' rates, and each round's."""
+    ratios = [r[name]["inst_s"] / r[other]["inst_s"] for r in rounds]
+    print(f"{name} / {other}: {statistics.median(ratios):.2f} "
+          f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -107,9 +107,7 @@ def print_table(rounds: list[dict[str, dict[str, float]]], jobs: int) -> None:
               f"{max(rates):>7.1f} {cpu:>11.2f}")
     for name, other in ((ingest.NODE, "storescp"), (ingest.NODE, "pynetdicom floor"),
                         ("pynetdicom floor", "storescp")):
-        ratios = [r[name]["inst_s"] / r[other]["inst_s"] for r in rounds]
-        print(f"{name} / {other}: {statistics.median(ratios):.2f} "
-              f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
+        ingest.print_ratio(rounds, name, other)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
