@@ -14,7 +14,7 @@ from pynetdicom.dsutils import create_file_meta, encode_file_meta
 from dicom_node.dimse.part10 import file_meta, part10
 
 
-@pytest.mark.parametrize("sop_uid", [generate_uid(UID_ROOT), "1.2.3.44"])  # odd and even
+@pytest.mark.parametrize("sop_uid", ["1.2.826.0.1.3680043.8.498.1", "1.2.3.44"])  # odd, even
 def test_meta_equals_pynetdicoms_encoding(sop_uid: str) -> None:
     ours = file_meta(sop_class_uid=MRImageStorage, sop_instance_uid=sop_uid,
                      transfer_syntax_uid=ExplicitVRLittleEndian)
