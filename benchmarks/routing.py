@@ -5,7 +5,7 @@ studies and sends them with its own C-STORE SCU (``/modalities/{name}/store``, `
 routing jobs at once, one association per study), to each receiver in turn, in the same
 run. A receiver that keeps up adds nothing to the PACS's routing time.
 
-    .venv/bin/python benchmarks/routing.py --studies 16 --jobs 2 --rounds 3
+    .venv/bin/python benchmarks/routing.py --studies 16 --jobs 2 --rounds 3 --processes 1,2
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ from dicom_node.config import NodeConfig
 sys.path.insert(0, str(_harness.REPO / "tests" / "deploy"))
 from orthanc import NODE_MODALITY, Modality, OrthancServer
 
-RECEIVERS = ("storescp", "pynetdicom floor", ingest.NODE)
+
+def node_name(processes: int) -> str:
+    return ingest.NODE if processes == 1 else f"{ingest.NODE} x{processes}"
 
 
 def route(pacs: OrthancServer, modality: str, studies: Sequence[str], jobs: int,
@@ -52,7 +54,7 @@ def route(pacs: OrthancServer, modality: str, studies: Sequence[str], jobs: int,
 
 
 def run(studies: int, size: int, per_series: int, jobs: int, rounds: int,
-        workdir: Path) -> list[dict[str, dict[str, float]]]:
+        workdir: Path, processes: Sequence[int] = (1,)) -> list[dict[str, dict[str, float]]]:
     os.environ["TCP_NODELAY"] = "1"
     data = ingest.make_studies(workdir / "studies", studies, size, per_series)
     instances = sum(len(s) for s in data)
@@ -68,8 +70,11 @@ def run(studies: int, size: int, per_series: int, jobs: int, rounds: int,
                       "storescp": Modality("STORESCP", "127.0.0.1", scp.port),
                       "floor": Modality(pynetdicom_floor.AE_TITLE, "127.0.0.1", floor.port)}
         node = Modality(NodeConfig.ae_title, "127.0.0.1", node_port)
-        with OrthancServer(workdir / "orthanc", destination=node, aet="PACS",
-                           stable_age=3600, extra_modalities=modalities) as pacs:
+        pacs = OrthancServer(workdir / "orthanc", destination=node, aet="PACS",
+                             stable_age=3600, extra_modalities=modalities)
+        # a routing job runs on one of Orthanc's job threads: as many threads as jobs
+        pacs.config["ConcurrentJobs"] = max(jobs, pacs.config.get("ConcurrentJobs", 2))
+        with pacs:
             ingest.send_all(pacs.dicom_port, data, pacs.aet, 2)
             ids = list(pacs.get_json("/studies"))
             for i in range(rounds):
@@ -80,14 +85,17 @@ def run(studies: int, size: int, per_series: int, jobs: int, rounds: int,
                 seen = floor.received()
                 this["pynetdicom floor"] = route(pacs, "floor", ids, jobs, instances,
                                                  lambda before=seen: floor.received() - before)
-                with _harness.throwaway_database() as db_url:
-                    stack = _harness.Stack(workdir / f"node{i}", db_url, redis.url, workers=0,
-                                           pacs=False, loglevel="WARNING",
-                                           settle_seconds=30.0, dimse_port=node_port)
-                    with stack:
-                        this[ingest.NODE] = route(
-                            pacs, NODE_MODALITY, ids, jobs, instances,
-                            lambda spool=stack.config.spool: len(_harness.spool_files(spool)))
+                for count in processes:
+                    with _harness.throwaway_database() as db_url:
+                        stack = _harness.Stack(workdir / f"node{i}x{count}", db_url, redis.url,
+                                               workers=0, pacs=False, loglevel="WARNING",
+                                               settle_seconds=30.0, dimse_port=node_port,
+                                               dimse_processes=count)
+                        with stack:
+                            this[node_name(count)] = route(
+                                pacs, NODE_MODALITY, ids, jobs, instances,
+                                lambda spool=stack.config.spool: len(
+                                    _harness.spool_files(spool)))
                 results.append(this)
     finally:
         floor.stop()
@@ -100,14 +108,15 @@ def print_table(rounds: list[dict[str, dict[str, float]]], jobs: int) -> None:
     print(f"Orthanc routing with {jobs} jobs at once ({len(rounds)} rounds, medians; "
           "CPU: whole machine, Orthanc included)")
     print(f"{'receiver':<18} {'inst/s':>8} {'min':>7} {'max':>7} {'CPU ms/inst':>11}")
-    for name in RECEIVERS:
+    for name in rounds[0]:
         rates = [r[name]["inst_s"] for r in rounds]
         cpu = statistics.median(r[name]["cpu_ms"] for r in rounds)
         print(f"{name:<18} {statistics.median(rates):>8.1f} {min(rates):>7.1f} "
               f"{max(rates):>7.1f} {cpu:>11.2f}")
-    for name, other in ((ingest.NODE, "storescp"), (ingest.NODE, "pynetdicom floor"),
-                        ("pynetdicom floor", "storescp")):
-        ingest.print_ratio(rounds, name, other)
+    for name in (n for n in rounds[0] if n.startswith(ingest.NODE)):
+        for other in ("storescp", "pynetdicom floor"):
+            ingest.print_ratio(rounds, name, other)
+    ingest.print_ratio(rounds, "pynetdicom floor", "storescp")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,12 +126,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--per-series", type=int, default=15)
     parser.add_argument("--jobs", type=int, default=2, help="routing jobs at once")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--processes", default="1",
+                        help="node runs with these DIMSE_PROCESSES, comma-separated")
     args = parser.parse_args(argv)
     if min(args.studies, args.per_series, args.jobs, args.rounds) < 1 or args.size < 8:
         parser.error("--studies, --per-series, --jobs, --rounds must be >= 1, --size >= 8")
     with tempfile.TemporaryDirectory(prefix="lumbar-routing-") as tmp:
         results = run(args.studies, args.size, args.per_series, args.jobs, args.rounds,
-                      Path(tmp))
+                      Path(tmp), processes=[int(n) for n in args.processes.split(",")])
     print_table(results, args.jobs)
     return 0
 
