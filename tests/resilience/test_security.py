@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import ssl
 import sys
 from pathlib import Path
 
 import _harness
 import httpx
 import load
+import pytest
 from sqlalchemy import select
 
 from dicom_node.db.models import AuditEvent
+from dicom_node.http.multipart import build
 
 sys.path.insert(0, str(_harness.REPO / "tests" / "deploy"))
 from tls_certs import issue, make_ca
@@ -107,3 +110,32 @@ def test_logs_at_info_name_no_patient(tmp_path: Path, make_stack) -> None:
         stored = session.scalars(select(AuditEvent.patient_id).where(
             AuditEvent.event_type == "instance.stored")).all()
     assert set(stored) == {patient_id}
+
+
+def test_http_speaks_tls_with_the_node_certificate(tmp_path: Path, make_stack) -> None:
+    """With a certificate configured, STOW-RS, the admin API and the probe are HTTPS only."""
+    ca = make_ca(tmp_path / "ca")
+    node_tls = issue(tmp_path / "node-tls", "lumbar-node", ca)
+    stack = make_stack(tmp_path / "s", workers=0, pacs=False, tls_cert=node_tls.cert,
+                       tls_key=node_tls.key).start()
+    files = load.plain_study(tmp_path / "study", seed=5, size=16, per_series=1)
+    token = {"Authorization": f"Bearer {stack.config.api_token}"}
+    port = stack.config.http_port
+
+    trust = ssl.create_default_context(cafile=str(ca[0]))
+    with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trust, timeout=10) as client:
+        assert client.get("/healthz").status_code == 200
+        body, content_type = build([p.read_bytes() for p in files], "application/dicom")
+        stored = client.post("/dicomweb/studies", content=body,
+                             headers={**token, "Content-Type": content_type})
+        assert stored.status_code == 200, stored.text[:400]
+        assert client.get("/admin/audit", headers=token).status_code == 200
+    assert len(_harness.spool_files(stack.config.spool)) == len(files)
+
+    with httpx.Client(base_url=f"https://127.0.0.1:{port}", timeout=10) as untrusted, \
+            pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        untrusted.get("/healthz")  # system CAs only: the site CA is not among them
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as plain, \
+            pytest.raises(httpx.RemoteProtocolError):
+        plain.get("/healthz")  # the TLS port hangs up on a plain HTTP request
+    assert stack.node.check_alive()
