@@ -63,6 +63,8 @@ class StoreSCP:
         """
         handlers = [
             (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_REJECTED, self._on_rejected_by_limit),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
         ]
@@ -101,10 +103,25 @@ class StoreSCP:
                    if not self.config.allowed_callers else f"calling AE {calling!r} from {ip} "
                    "is not in ALLOWED_CALLERS")
             self._reject(event, calling, ip, CALLING_AE_NOT_RECOGNISED, why)
-        else:
-            # the receiver process, for sites running several (DIMSE_PROCESSES)
-            self._audit("association.accepted", ae_title=calling, ip=ip, called_ae=called,
-                        receiver_pid=os.getpid())
+
+    def _on_accepted(self, event: Any) -> None:
+        """Audited only once negotiation succeeded: the association limit is checked after
+        EVT_REQUESTED, so an entry made there could record a refused association."""
+        requestor = event.assoc.requestor
+        # the receiver process, for sites running several (DIMSE_PROCESSES)
+        self._audit("association.accepted", ae_title=str(requestor.ae_title).strip(),
+                    ip=str(requestor.address), called_ae=self.config.ae_title,
+                    receiver_pid=os.getpid())
+
+    def _on_rejected_by_limit(self, event: Any) -> None:
+        """pynetdicom's own refusal; the allowlist refusals above are audited where made.
+        With our checks first, the only one left to it is the association limit."""
+        requestor = event.assoc.requestor
+        why = (f"MAX_ASSOCIATIONS ({self.config.max_associations}) associations in progress "
+               f"in receiver {os.getpid()}: refused as transient, the sender may retry")
+        log.warning("association rejected: %s", why)
+        self._audit("association.rejected", ae_title=str(requestor.ae_title).strip(),
+                    ip=str(requestor.address), reason=why)
 
     def _reject(self, event: Any, calling: str, ip: str, diagnostic: int, why: str) -> None:
         log.warning("association rejected: %s", why)

@@ -180,3 +180,30 @@ def test_spooled_file_is_the_sent_data_set_with_our_meta(tmp_path, node_config, 
         return raw[144 + group_length:]
 
     assert body(spooled) == body(files[0])
+
+
+def test_association_limit_refuses_transiently_audits_and_keeps_serving(tmp_path, node_config,
+                                                                        sessions):
+    config = node_config.replace(max_associations=1)
+    server = StoreSCP(config, sessions)
+    server.start()
+    try:
+        client = AE(ae_title="PACS")
+        client.add_requested_context(MRImageStorage)
+        held = client.associate("127.0.0.1", config.dimse_port, ae_title=config.ae_title)
+        assert held.is_established
+        second = client.associate("127.0.0.1", config.dimse_port, ae_title=config.ae_title)
+        assert second.is_rejected
+        held.release()
+        _, files = write_study(tmp_path / "study", n=1, roles=("sag_t2",))
+        result = storescu(config.dimse_port, files)
+        assert result.returncode == 0, result.stderr
+    finally:
+        server.stop()
+    accepted = _events(sessions, "association.accepted")
+    rejected = _events(sessions, "association.rejected")
+    assert len(accepted) == 2  # the held one and storescu's, not the refused one
+    assert len(rejected) == 1 and "MAX_ASSOCIATIONS (1)" in rejected[0].detail["reason"]
+    assert rejected[0].ae_title == "PACS"
+    with sessions() as s:
+        assert s.scalar(select(func.count(Instance.id))) == 1
