@@ -92,7 +92,7 @@ _COUNT_IN_STUDY = update(STUDIES).where(*_GUARD).values(
 _COUNT_IN_STUDY_FROM_AE = update(STUDIES).where(*_GUARD).values(
     instance_count=STUDIES.c.instance_count + 1, last_received_at=bindparam("b_now"),
     calling_ae=bindparam("b_ae"), calling_ip=bindparam("b_ip"))
-_COUNT_IN_SERIES = update(SERIES).where(SERIES.c.id == bindparam("b_id")).values(
+_COUNT_IN_SERIES = update(SERIES).where(SERIES.c.id == bindparam("series_id")).values(
     instance_count=SERIES.c.instance_count + 1)
 
 
@@ -106,24 +106,19 @@ _INSERT_INSTANCE = {
 
 def _stored_in_one_statement(from_ae: bool) -> Select:
     """PostgreSQL: claim the SOP UID, count it in study and series and audit it, in one
-    round trip. Each counter and the audit row depend on the claim (``EXISTS ins``), so a
-    duplicate changes nothing; ``counted`` is 0 when the study guard did not match (limit
-    reached, or a processed study), and the caller then takes the locked slow path.
+    round trip, built from the same statements the SQLite path runs one by one. Each counter
+    and the audit row depend on the claim (``EXISTS ins``), so a duplicate changes nothing;
+    ``counted`` is 0 when the study guard did not match (limit reached, or a processed
+    study), and the caller then takes the locked slow path.
     """
-    ins = (postgresql.insert(INSTANCES)
+    ins = (_INSERT_INSTANCE["postgresql"]
            .values({c: bindparam(c, type_=INSTANCES.c[c].type) for c in _INSTANCE_COLUMNS})
-           .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
-           .returning(INSTANCES.c.id).cte("ins"))
+           .cte("ins"))
     claimed = exists(select(ins.c.id))
-    counts = {"instance_count": STUDIES.c.instance_count + 1,
-              "last_received_at": bindparam("received_at")}
-    if from_ae:
-        counts.update(calling_ae=bindparam("b_ae"), calling_ip=bindparam("b_ip"))
-    study = (update(STUDIES).where(*_GUARD, claimed, bindparam("b_count", type_=Boolean))
-             .values(**counts).returning(STUDIES.c.id).cte("counted"))
-    series = (update(SERIES).where(SERIES.c.id == bindparam("series_id"), claimed)
-              .values(instance_count=SERIES.c.instance_count + 1)
-              .returning(SERIES.c.id).cte("series_counted"))
+    count_in_study = _COUNT_IN_STUDY_FROM_AE if from_ae else _COUNT_IN_STUDY
+    study = (count_in_study.where(claimed, bindparam("b_count", type_=Boolean))
+             .returning(STUDIES.c.id).cte("counted"))
+    series = _COUNT_IN_SERIES.where(claimed).returning(SERIES.c.id).cte("series_counted")
     audited = (insert(AUDIT).from_select(
         ["at", "event_type", "study_instance_uid", "patient_id", "ae_title", "ip", "detail"],
         select(*(bindparam(name, type_=AUDIT.c[column].type) for name, column in (
@@ -200,6 +195,7 @@ class InstanceIndex:
         """The PostgreSQL hot path; True when the study counter was updated."""
         row = conn.execute(_STORED_PG[bool(item.ae_title)], {
             **values, "b_id": study_id, "b_max": self.max_instances_per_study,
+            "b_now": values["received_at"],
             "b_count": item.source != "result", "b_ae": item.ae_title, "b_ip": item.ip,
             "a_type": "instance.stored", "a_study": item.study_instance_uid,
             "a_patient": item.patient_id, "a_ae": item.ae_title, "a_ip": item.ip,
@@ -218,7 +214,7 @@ class InstanceIndex:
         counted = False
         if item.source != "result":
             counted = self._count_if_receiving(conn, item, study_id, values["received_at"])
-        conn.execute(_COUNT_IN_SERIES, {"b_id": values["series_id"]})
+        conn.execute(_COUNT_IN_SERIES, {"series_id": values["series_id"]})
         audit.append(conn, "instance.stored", study_uid=item.study_instance_uid,
                      patient_id=item.patient_id, ae_title=item.ae_title, ip=item.ip,
                      **_stored_detail(item))
