@@ -18,27 +18,23 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pynetdicom import AE, evt
+from pynetdicom import evt
 
 from dicom_node.config import NodeConfig
 from dicom_node.dimse.part10 import from_c_store
+from dicom_node.dimse.scp import build_ae, calling_peer
 from dicom_node.ingest import quiet_value_checks
-from dicom_node.sop_classes import STORAGE_CLASSES, TRANSFER_SYNTAXES
 
 AE_TITLE = "FLOOR"
 
 
 def main(argv: list[str]) -> int:
     quiet_value_checks()
-    ae = AE(ae_title=AE_TITLE)
-    ae.maximum_pdu_size = NodeConfig.max_pdu_size
-    ae.maximum_associations = NodeConfig.max_associations
-    for uid in STORAGE_CLASSES:
-        ae.add_supported_context(uid, TRANSFER_SYNTAXES)
+    ae = build_ae(NodeConfig(ae_title=AE_TITLE))
     lock = threading.Lock()
 
     def on_store(event: Any) -> int:
-        data = from_c_store(event, str(event.assoc.requestor.ae_title).strip())
+        data = from_c_store(event, calling_peer(event)[0])
         with lock:
             print(len(data), flush=True)
         return 0x0000

@@ -34,6 +34,24 @@ REJECT_PERMANENT, SOURCE_USER = 0x01, 0x01
 CALLING_AE_NOT_RECOGNISED, CALLED_AE_NOT_RECOGNISED = 0x03, 0x07
 
 
+def build_ae(config: NodeConfig) -> AE:
+    """The node's application entity: its title, limits and presentation contexts."""
+    ae = AE(ae_title=config.ae_title)
+    ae.maximum_associations = config.max_associations
+    ae.maximum_pdu_size = config.max_pdu_size
+    ae.require_called_aet = True
+    ae.add_supported_context(Verification)
+    for uid in STORAGE_CLASSES:
+        ae.add_supported_context(uid, TRANSFER_SYNTAXES)
+    return ae
+
+
+def calling_peer(event: Any) -> tuple[str, str]:
+    """Calling AE title and IP address of the association an event belongs to."""
+    requestor = event.assoc.requestor
+    return str(requestor.ae_title).strip(), str(requestor.address)
+
+
 class StoreSCP:
     def __init__(
         self, config: NodeConfig, sessions: sessionmaker[Session], ingestor: Ingestor | None = None
@@ -44,16 +62,6 @@ class StoreSCP:
         self.server: ThreadedAssociationServer | None = None
         if not config.allowed_callers:
             log.warning("ALLOWED_CALLERS is empty: every calling AE will be rejected")
-
-    def build_ae(self) -> AE:
-        ae = AE(ae_title=self.config.ae_title)
-        ae.maximum_associations = self.config.max_associations
-        ae.maximum_pdu_size = self.config.max_pdu_size
-        ae.require_called_aet = True
-        ae.add_supported_context(Verification)
-        for uid in STORAGE_CLASSES:
-            ae.add_supported_context(uid, TRANSFER_SYNTAXES)
-        return ae
 
     def start(self, *, reuse_port: bool = False) -> ThreadedAssociationServer:
         """Serve in background threads; returns the server (``shutdown()`` to stop).
@@ -68,7 +76,7 @@ class StoreSCP:
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
         ]
-        self.server = self.build_ae().make_server(
+        self.server = build_ae(self.config).make_server(
             (self.config.dimse_host, self.config.dimse_port),
             evt_handlers=handlers,
             ssl_context=server_context(self.config),
@@ -107,21 +115,19 @@ class StoreSCP:
     def _on_accepted(self, event: Any) -> None:
         """Audited only once negotiation succeeded: the association limit is checked after
         EVT_REQUESTED, so an entry made there could record a refused association."""
-        requestor = event.assoc.requestor
+        calling, ip = calling_peer(event)
         # the receiver process, for sites running several (DIMSE_PROCESSES)
-        self._audit("association.accepted", ae_title=str(requestor.ae_title).strip(),
-                    ip=str(requestor.address), called_ae=self.config.ae_title,
-                    receiver_pid=os.getpid())
+        self._audit("association.accepted", ae_title=calling, ip=ip,
+                    called_ae=self.config.ae_title, receiver_pid=os.getpid())
 
     def _on_rejected_by_limit(self, event: Any) -> None:
         """pynetdicom's own refusal; the allowlist refusals above are audited where made.
         With our checks first, the only one left to it is the association limit."""
-        requestor = event.assoc.requestor
+        calling, ip = calling_peer(event)
         why = (f"MAX_ASSOCIATIONS ({self.config.max_associations}) associations in progress "
                f"in receiver {os.getpid()}: refused as transient, the sender may retry")
         log.warning("association rejected: %s", why)
-        self._audit("association.rejected", ae_title=str(requestor.ae_title).strip(),
-                    ip=str(requestor.address), reason=why)
+        self._audit("association.rejected", ae_title=calling, ip=ip, reason=why)
 
     def _reject(self, event: Any, calling: str, ip: str, diagnostic: int, why: str) -> None:
         log.warning("association rejected: %s", why)
@@ -141,8 +147,7 @@ class StoreSCP:
         return SUCCESS
 
     def _on_store(self, event: Any) -> int | Dataset:
-        requestor = event.assoc.requestor
-        calling, ip = str(requestor.ae_title).strip(), str(requestor.address)
+        calling, ip = calling_peer(event)
         try:
             stored = self.ingestor.store(
                 _as_file(event, calling),
