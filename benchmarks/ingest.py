@@ -70,14 +70,21 @@ def measure(name: str, port: int, called: str, studies: Sequence[Sequence[Path]]
             senders: int, count: Callable[[], int]) -> dict[str, float]:
     instances = sum(len(s) for s in studies)
     megabytes = sum(p.stat().st_size for s in studies for p in s) / 1e6
-    busy = machine_cpu_seconds()
-    seconds = send_all(port, studies, called, senders)
+    result = timed(name, instances, lambda: send_all(port, studies, called, senders), count)
+    return {**result, "mb_s": megabytes / result["seconds"]}
+
+
+def timed(name: str, instances: int, send: Callable[[], object],
+          count: Callable[[], int]) -> dict[str, float]:
+    """Rate and whole-machine CPU of one ``send``, once the receiver holds every instance."""
+    busy, start = machine_cpu_seconds(), time.perf_counter()
+    send()
+    seconds = time.perf_counter() - start
     busy = machine_cpu_seconds() - busy
-    held = count()
-    if held != instances:
+    if (held := count()) != instances:
         raise RuntimeError(f"{name} holds {held} instances after receiving {instances}")
     return {"seconds": seconds, "instances": instances, "inst_s": instances / seconds,
-            "mb_s": megabytes / seconds, "cpu_ms": busy / instances * 1e3}
+            "cpu_ms": busy / instances * 1e3}
 
 
 def machine_cpu_seconds() -> float:

@@ -15,7 +15,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -43,14 +42,11 @@ def route(pacs: OrthancServer, modality: str, studies: Sequence[str], jobs: int,
                                     json={"Resources": [study], "Synchronous": True})
         response.raise_for_status()
 
-    busy, start = ingest.machine_cpu_seconds(), time.perf_counter()
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        list(pool.map(one, studies))
-    seconds = time.perf_counter() - start
-    busy = ingest.machine_cpu_seconds() - busy
-    if (held := count()) != instances:
-        raise RuntimeError(f"{modality} holds {held} instances after {instances} were routed")
-    return {"inst_s": instances / seconds, "cpu_ms": busy / instances * 1e3}
+    def route_all() -> None:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(one, studies))
+
+    return ingest.timed(modality, instances, route_all, count)
 
 
 def run(studies: int, size: int, per_series: int, jobs: int, rounds: int,
