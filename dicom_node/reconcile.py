@@ -18,6 +18,7 @@ from dicom_node import audit, outbox
 from dicom_node.config import NodeConfig
 from dicom_node.db.models import Delivery, Job, Study, utcnow
 from dicom_node.db.session import for_update
+from dicom_node.delivery.service import send_outlived
 from dicom_node.tasks import DELIVER_RESULTS, PROCESS_STUDY
 
 log = logging.getLogger(__name__)
@@ -68,10 +69,8 @@ def reconcile(sessions: sessionmaker[Session], config: NodeConfig,
 def _lost_sends(session: Session, config: NodeConfig, now: datetime) -> int:
     """Deliveries whose send outlived any worker's time limit: the worker is gone, and only
     a broker redelivery (an hour on) would have tried again."""
-    stale = now - timedelta(seconds=config.delivery_stale_seconds)
     lost = session.scalars(_locked(session, select(Delivery).where(
-        Delivery.status == "sending",
-        func.coalesce(Delivery.sending_since, Delivery.created_at) < stale)))
+        send_outlived(config, now))))
     count = 0
     for delivery in lost:
         since = delivery.sending_since or delivery.created_at

@@ -17,10 +17,10 @@ the reason: retrying cannot help until the configuration changes, and then `rese
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node import audit, outbox
@@ -73,16 +73,21 @@ def backoff_seconds(config: NodeConfig, attempts: int) -> float:
                config.delivery_backoff_seconds * 2 ** max(0, attempts - 1))
 
 
+def send_outlived(config: NodeConfig, now: datetime) -> ColumnElement[bool]:
+    """A row in `sending` for longer than DELIVERY_STALE_SECONDS: its worker is gone. The
+    claim may take such a row over, and the reconciler re-queues it."""
+    stale = now - timedelta(seconds=config.delivery_stale_seconds)
+    return and_(Delivery.status == "sending",
+                func.coalesce(Delivery.sending_since, Delivery.created_at) < stale)
+
+
 def _claim(session: Session, config: NodeConfig, delivery_id: int) -> bool:
     """Take the row if it waits to be sent, or if its send outlived DELIVERY_STALE_SECONDS."""
     now = utcnow()
-    stale = now - timedelta(seconds=config.delivery_stale_seconds)
     result = session.execute(
         update(Delivery)
         .where(Delivery.id == delivery_id,
-               or_(Delivery.status.in_(("queued", "pending")),
-                   and_(Delivery.status == "sending",
-                        func.coalesce(Delivery.sending_since, Delivery.created_at) < stale)))
+               or_(Delivery.status.in_(("queued", "pending")), send_outlived(config, now)))
         .values(status="sending", attempts=Delivery.attempts + 1, sending_since=now)
         .execution_options(synchronize_session=False))
     return result.rowcount == 1  # type: ignore[attr-defined]
