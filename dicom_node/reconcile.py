@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node import audit, outbox
@@ -28,6 +28,14 @@ def _locked(session: Session, stmt: Select) -> Select:
     return for_update(session, stmt, skip_locked=True)
 
 
+def heartbeat_lost(config: NodeConfig, now: datetime) -> ColumnElement[bool]:
+    """A job `running` without a heartbeat for JOB_STALE_SECONDS: its worker is gone. The
+    reconciler re-queues such a job, and a worker's claim may take it over."""
+    stale = now - timedelta(seconds=config.job_stale_seconds)
+    return and_(Job.state == "running",
+                or_(Job.heartbeat_at < stale, Job.heartbeat_at.is_(None)))
+
+
 def reconcile(sessions: sessionmaker[Session], config: NodeConfig,
               now: datetime | None = None) -> dict[str, int]:
     now = now or utcnow()
@@ -35,8 +43,7 @@ def reconcile(sessions: sessionmaker[Session], config: NodeConfig,
     counts = {"jobs_requeued": 0, "deliveries_queued": 0, "deliveries_requeued": 0}
     with sessions() as session, session.begin():
         stuck = session.scalars(_locked(session, select(Job).where(
-            Job.state == "running", Job.superseded_by.is_(None),
-            or_(Job.heartbeat_at < stale, Job.heartbeat_at.is_(None)))))
+            Job.superseded_by.is_(None), heartbeat_lost(config, now))))
         for job in stuck:
             job.state, job.heartbeat_at = "queued", now
             outbox.enqueue(session, PROCESS_STUDY, job_id=job.id)

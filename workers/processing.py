@@ -19,7 +19,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from dicom_node.db.models import Finding, Job, ResultObject, Study, utcnow
 from dicom_node.db.session import for_update
 from dicom_node.delivery.service import create_deliveries
 from dicom_node.ingest import IngestError, Ingestor
+from dicom_node.reconcile import heartbeat_lost
 from dicom_node.studies import source_paths
 from dicom_node.uids import uid_hash
 
@@ -95,13 +95,10 @@ def _claim(session: Session, config: NodeConfig, job_id: int, worker_name: str) 
     """Take the job if it is queued, or running on a worker that stopped beating; True when
     this call got it. One UPDATE, so the database decides between racing workers."""
     now = utcnow()
-    stale = now - timedelta(seconds=config.job_stale_seconds)
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.superseded_by.is_(None),
-               or_(Job.state == "queued",
-                   and_(Job.state == "running",
-                        or_(Job.heartbeat_at < stale, Job.heartbeat_at.is_(None)))))
+               or_(Job.state == "queued", heartbeat_lost(config, now)))
         .values(state="running", attempts=Job.attempts + 1, started_at=now, heartbeat_at=now,
                 worker=worker_name[:128])
         .execution_options(synchronize_session=False))
