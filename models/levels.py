@@ -20,8 +20,6 @@ from lumbar_common.vocabulary import (
     SPIDER_DISC_OFFSET,
     SPIDER_PARTIAL_OFFSET,
     SPIDER_SACRUM,
-    spider_disc_label,
-    spider_vertebra_label,
 )
 from models.study import LevelGeometry, Volume
 
@@ -46,9 +44,53 @@ SPINOUS_START_MM = 14.0
 SPINOUS_DROP_MM = 7.0
 #: bone beside a body (mm³) that counts as rib heads
 RIB_MM3 = 20.0
-#: names of discs counted upwards from the sacrum
-_DISCS_FROM_SACRUM = ("L5-S1", "L4-L5", "L3-L4", "L2-L3", "L1-L2", "T12-L1", "T11-T12", "T10-T11")
-_VERTEBRAE_FROM_SACRUM = ("L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10")
+#: names of vertebrae counted upwards from the sacrum: every one a sagittal series can show,
+#: so that a reader can count them in the SEG (grading still uses the lumbar levels only)
+VERTEBRAE_FROM_SACRUM = ("L5", "L4", "L3", "L2", "L1",
+                          *(f"T{n}" for n in range(12, 0, -1)))
+#: names of discs counted upwards from the sacrum (the disc below each vertebra above)
+DISCS_FROM_SACRUM = tuple(
+    f"{upper}-{'S1' if lower is None else lower}"
+    for upper, lower in zip(VERTEBRAE_FROM_SACRUM, (None, *VERTEBRAE_FROM_SACRUM), strict=False)
+)
+
+
+def vertebra_label(name: str) -> int:
+    """SPIDER value of a whole vertebra, extended above T9 the way SPIDER counts
+    (from the bottom: L5 = 1 … T12 = 6 … T1 = 17); the sacrum is ``SPIDER_SACRUM``.
+
+    Equal to :func:`lumbar_common.vocabulary.spider_vertebra_label` wherever that one
+    names the vertebra."""
+    if name in ("S1", "sacrum"):
+        return SPIDER_SACRUM
+    if name not in VERTEBRAE_FROM_SACRUM:
+        raise ValueError(f"no label for vertebra {name!r}")
+    return VERTEBRAE_FROM_SACRUM.index(name) + 1
+
+
+def disc_label(level: str) -> int:
+    """SPIDER value of the disc below a vertebra (``"L5-S1"`` -> 201, ``"T1-T2"`` -> 217)."""
+    if level not in DISCS_FROM_SACRUM:
+        raise ValueError(f"no label for disc {level!r}")
+    return SPIDER_DISC_OFFSET + DISCS_FROM_SACRUM.index(level) + 1
+
+
+def structure_name(value: int) -> tuple[str, str, bool]:
+    """(name, kind, partial) of a label value of :attr:`LevelLabelling.labels`; kind is
+    ``"vertebra"``, ``"sacrum"``, ``"disc"`` or ``"canal"``. Raises ValueError for a value
+    outside the scheme."""
+    value = int(value)
+    if value == SPIDER_CANAL:
+        return "spinal canal", "canal", False
+    if value == SPIDER_SACRUM:
+        return "S1", "sacrum", False
+    if SPIDER_DISC_OFFSET < value <= SPIDER_DISC_OFFSET + len(DISCS_FROM_SACRUM):
+        return DISCS_FROM_SACRUM[value - SPIDER_DISC_OFFSET - 1], "disc", False
+    partial = SPIDER_PARTIAL_OFFSET < value < SPIDER_DISC_OFFSET
+    index = value - (SPIDER_PARTIAL_OFFSET if partial else 0)
+    if 1 <= index <= len(VERTEBRAE_FROM_SACRUM):
+        return VERTEBRAE_FROM_SACRUM[index - 1], "vertebra", partial
+    raise ValueError(f"unknown label value {value!r}")
 
 
 @dataclass
@@ -238,8 +280,8 @@ def label_levels(volume: Volume, semantic: np.ndarray) -> LevelLabelling:
     if len(discs) < len(LEVELS):
         ambiguous = True
         warnings.append(f"only {len(discs)} discs in the field of view: levels above "
-                        f"{_DISCS_FROM_SACRUM[len(discs) - 1]} are not seen")
-    if len(discs) > len(_DISCS_FROM_SACRUM):
+                        f"{DISCS_FROM_SACRUM[len(discs) - 1]} are not seen")
+    if len(discs) > len(DISCS_FROM_SACRUM):
         ambiguous = True
         warnings.append(f"{len(discs)} discs found, more than can be named")
 
@@ -250,14 +292,14 @@ def label_levels(volume: Volume, semantic: np.ndarray) -> LevelLabelling:
             warnings.append(note)
 
     instances: dict[str, Instance] = {}
-    n_named = min(len(discs), len(_DISCS_FROM_SACRUM))
+    n_named = min(len(discs), len(DISCS_FROM_SACRUM))
     for j in range(n_named):
         i = len(discs) - 1 - j
-        name = _DISCS_FROM_SACRUM[j]
-        value = spider_disc_label(name)
+        name = DISCS_FROM_SACRUM[j]
+        value = disc_label(name)
         labels[discs[i]] = value
         instances[name] = Instance(name, "disc", value, discs[i], centres[i])
-    for j in range(min(len(slabs), len(_VERTEBRAE_FROM_SACRUM) + 1)):
+    for j in range(min(len(slabs), len(VERTEBRAE_FROM_SACRUM) + 1)):
         k = len(slabs) - 1 - j
         part = _largest_parts(slabs[k])
         if not part.any():
@@ -267,8 +309,8 @@ def label_levels(volume: Volume, semantic: np.ndarray) -> LevelLabelling:
                 continue
             name, value, kind = "S1", SPIDER_SACRUM, "sacrum"
         else:
-            name, kind = _VERTEBRAE_FROM_SACRUM[j - 1], "vertebra"
-            value = spider_vertebra_label(name)
+            name, kind = VERTEBRAE_FROM_SACRUM[j - 1], "vertebra"
+            value = vertebra_label(name)
         partial = _touches_edge(part) and kind != "sacrum"
         if partial:
             value += SPIDER_PARTIAL_OFFSET
@@ -280,7 +322,7 @@ def label_levels(volume: Volume, semantic: np.ndarray) -> LevelLabelling:
     levels: list[LevelGeometry] = []
     for j in range(min(len(discs), len(LEVELS))):
         i = len(discs) - 1 - j
-        name = _DISCS_FROM_SACRUM[j]
+        name = DISCS_FROM_SACRUM[j]
         cranial = normals[i]
         posterior = _posterior(cranial, lr)
         level_warn: list[str] = []

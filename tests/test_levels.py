@@ -7,8 +7,21 @@ import math
 import numpy as np
 import pytest
 
-from lumbar_common.vocabulary import LEVELS, SPIDER_SACRUM, VERTEBRAE, spider_disc_label
-from models.levels import label_levels
+from lumbar_common.vocabulary import (
+    LEVELS,
+    SPIDER_SACRUM,
+    VERTEBRAE,
+    spider_disc_label,
+    spider_vertebra_label,
+)
+from models.levels import (
+    DISCS_FROM_SACRUM,
+    VERTEBRAE_FROM_SACRUM,
+    disc_label,
+    label_levels,
+    structure_name,
+    vertebra_label,
+)
 from models.study import Volume
 
 BODY_H, DISC_H, DEPTH = 24.0, 9.0, 34.0
@@ -16,19 +29,20 @@ BODY_H, DISC_H, DEPTH = 24.0, 9.0, 34.0
 
 def phantom(n_lumbar: int = 5, n_above: int = 2, sacrum: bool = True, l5s1_height: float = DISC_H,
             sacral_tilt_deg: float = 35.0, posterior_elements: bool = True,
-            lumbar_type_t12: bool = False):
+            lumbar_type_t12: bool = False, extra_rows: int = 0):
     """Sagittal semantic mask of a lordotic spine, and the disc centres by name (LPS)."""
-    shape = (9, 240, 130)  # slices along x (3 mm), rows S->I (1 mm), cols A->P (1 mm)
+    # slices along x (3 mm), rows S->I (1 mm), cols A->P (1 mm); extra rows extend it upwards
+    shape = (9, 240 + extra_rows, 130)
     affine = np.eye(4)
     affine[:3, 0] = [-3.0, 0.0, 0.0]
     affine[:3, 1] = [0.0, 0.0, -1.0]
     affine[:3, 2] = [0.0, 1.0, 0.0]
-    affine[:3, 3] = [12.0, -66.0, 110.0]
+    affine[:3, 3] = [12.0, -66.0, 110.0 + extra_rows]
     vol = Volume("sag_t2", "1.2.3", np.zeros(shape, np.float32), affine, tuple("x" * shape[0]))
     idx = np.indices(shape).reshape(3, -1).T
     pts = vol.index_to_lps(idx)
     mask = np.zeros(len(pts), np.uint8)
-    names_v = ["L5", "L4", "L3", "L2", "L1", "T12", "T11"]
+    names_v = ["L5", "L4", "L3", "L2", "L1", *(f"T{n}" for n in range(12, 0, -1))]
     if n_lumbar == 6:
         names_v = ["L6", *names_v]
     # build from the sacrum upwards: each segment rotates the local frame by a few degrees
@@ -93,6 +107,39 @@ def test_normal_spine_named_from_sacrum():
         assert out.instances[name].label == value
     l5 = out.instances["L5"].centre_lps
     assert l5[2] < out.instances["L4"].centre_lps[2]
+
+
+def test_structures_above_l1_are_named_up_to_the_top_of_the_view():
+    """T12 … T8 and their discs get names and labels so that the SEG can show the whole
+    count; the graded levels stay the five lumbar ones."""
+    vol, sem, truth, _ = phantom(n_above=5, extra_rows=180)
+    out = label_levels(vol, sem)
+    assert out.anchor == "sacrum" and not out.ambiguous, out.warnings
+    assert [g.level for g in out.levels] == list(LEVELS)
+    discs = ["L5-S1", "L4-L5", "L3-L4", "L2-L3", "L1-L2", "T12-L1", "T11-T12", "T10-T11",
+             "T9-T10", "T8-T9"]
+    for k, name in enumerate(discs):
+        inst = out.instances[name]
+        assert inst.kind == "disc" and inst.label == 201 + k, name
+        assert np.linalg.norm(inst.centre_lps - truth[f"disc{k}"]) < 1.5, name
+        assert (out.labels == inst.label).any()
+    for k, name in enumerate(["L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10", "T9"]):
+        assert out.instances[name].label == k + 1, name
+    # the vertebra above the highest disc is cut by the top of the view
+    assert out.instances["T8"].label in (10, 110)
+    assert structure_name(210) == ("T8-T9", "disc", False)
+    assert structure_name(110) == ("T8", "vertebra", True)
+    with pytest.raises(ValueError, match="unknown label"):
+        structure_name(240)
+
+
+def test_names_extend_the_spider_scheme():
+    for name in VERTEBRAE_FROM_SACRUM[:9]:
+        assert vertebra_label(name) == spider_vertebra_label(name)
+    for level in DISCS_FROM_SACRUM[:9]:
+        assert disc_label(level) == spider_disc_label(level)
+    assert vertebra_label("T1") == 17 and disc_label("T1-T2") == 217
+    assert DISCS_FROM_SACRUM[5:7] == ("T12-L1", "T11-T12")
 
 
 def test_sacrum_not_in_view_is_flagged():

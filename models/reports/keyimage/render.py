@@ -37,7 +37,9 @@ CELL: Final[dict[str | None, tuple[str, tuple[int, int, int]]]] = {
     "Severe": ("Sev", (200, 30, 30)),
     None: ("n/a", (100, 100, 100)),
 }
-_VERTEBRA_NAMES: Final = {k.label_value: k.label.split()[0] for k in SEGMENT_KINDS[:6]}
+_VERTEBRA_NAMES: Final = {
+    k.label_value: k.label.split()[0] for k in SEGMENT_KINDS if k.kind in ("vertebra", "sacrum")
+}
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import highdicom as hd
 import numpy as np
 
-from lumbar_common.vocabulary import spider_label_name
 from models.reports.equipment import Algorithm
 from models.reports.seg.codes import ANATOMICAL_STRUCTURE, KIND_BY_LABEL, SEGMENT_KINDS, SegmentKind
 
@@ -13,20 +12,17 @@ from models.reports.seg.codes import ANATOMICAL_STRUCTURE, KIND_BY_LABEL, SEGMEN
 def present_kinds(labels: np.ndarray) -> list[SegmentKind]:
     """Structures present in ``labels``, in segment-number order.
 
-    Valid SPIDER values the product does not report (T12, partially visible vertebrae,
-    T12-L1 disc) are left out; a value outside the SPIDER scheme is an error, since it
+    Every vertebra (thoracic and partially visible ones included), the sacrum, every disc
+    and the canal are reported; a value outside the label scheme is an error, since it
     means the labels are not what the caller thinks they are.
     """
     values = np.unique(labels)
-    for value in values.tolist():
-        if value == 0 or value in KIND_BY_LABEL:
-            continue
-        try:
-            spider_label_name(int(value))
-        except (ValueError, IndexError):
-            raise ValueError(
-                f"labels contain {value!r}, which is not a SPIDER label value"
-            ) from None
+    unknown = [v for v in values.tolist() if v != 0 and v not in KIND_BY_LABEL]
+    if unknown:
+        raise ValueError(
+            f"labels contain {unknown[0]!r}, which is not a label value of a vertebra, "
+            "disc, sacrum or canal"
+        )
     present = set(values.tolist())
     return [kind for kind in SEGMENT_KINDS if kind.label_value in present]
 
