@@ -1,5 +1,5 @@
 """Per-level measurements on the sagittal series: canal AP diameter, disc and body heights,
-anterolisthesis.
+listhesis (signed: anterolisthesis positive, retrolisthesis negative).
 
 Every measurement is a caliper between two patient-space points on one acquired slice, so a
 radiologist can find it on the image and check it. Edges are located where the linearly
@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from lumbar_common.vocabulary import SPIDER_CANAL
 from models.levels import LevelLabelling
+from models.plausibility import screen
 from models.study import LevelGeometry, Volume
 
 #: sampling step along a caliper ray (mm)
@@ -23,8 +24,6 @@ STEP_MM = 0.05
 DISC_HEIGHT_AT = 0.85
 #: the endplate lines are fitted between these fractions of the half depth
 DISC_FIT_RANGE = 0.7
-#: the endplate corners for listhesis are taken this far (mm) beyond the disc surface
-CORNER_OFFSET_MM = 2.0
 
 
 def _intervals(mask2d: np.ndarray, volume: Volume, slice_index: int, origin: np.ndarray,
@@ -160,57 +159,86 @@ def _chord(fit: np.ndarray, v: float, mid: float, half: float) -> float:
     return a + (b - a) * (v - (mid - half)) / (2 * half)
 
 
-def _endplate_span(cal: _Caliper, bodies: list[np.ndarray], centre: np.ndarray,
-                   cranial: np.ndarray, posterior: np.ndarray,
-                   fits: tuple[np.ndarray, np.ndarray], mid: float,
-                   half: float) -> tuple[float, float] | None:
-    """AP extent of the two endplates next to the disc (mean of the upper and lower body).
+def _body_wall(cal: _Caliper, mask: np.ndarray, centre: np.ndarray, cranial: np.ndarray,
+               posterior: np.ndarray, surface: float, sign: float,
+               ref: tuple[float, float]) -> tuple[float, float] | None:
+    """Anterior and posterior wall (t along ``posterior``) of a vertebral body next to a disc.
 
-    The disc's own extent includes any bulge, which would shift the anterior and posterior
-    measuring points; the bony endplate rims do not move with disc disease. Each body is
-    crossed 6 mm inside it, clear of rim osteophytes, parallel to its endplate (a wedged disc
-    tilts the two apart).
+    Crossed 2-7 mm into the body from the disc surface (clear of the rounded rims and rim
+    osteophytes), parallel to the disc plane. Only crossings whose extent resembles the disc's
+    own depth count: on a slice off the midline the body merges with a pedicle or the
+    posterior arch and a crossing runs on to the spinous process, which would otherwise read
+    as a slip of several centimetres. The median of the accepted crossings is kept.
     """
-    spans = []
-    for mask, fit, offset in zip(bodies, (fits[1], fits[0]), (6.0, -6.0), strict=True):
-        t_a, t_p = _chord(fit, mid - half, mid, half), _chord(fit, mid + half, mid, half)
-        slope = (t_p - t_a) / (2 * half)
-        direction = posterior + slope * cranial
-        scale = float(np.linalg.norm(direction))
-        origin = centre + (_chord(fit, 0.0, mid, half) + offset) * cranial
-        run = _run_at(cal.runs(mask, origin, direction / scale, -60.0, 60.0), 0.0)
-        if run is not None and run[0] < 0.0 < run[1]:
-            spans.append((run[0] / scale, run[1] / scale))  # back to v along ``posterior``
-    if not spans:
+    depth = ref[1] - ref[0]
+    fronts, backs = [], []
+    for h in np.arange(2.0, 7.5, 1.0):
+        origin = centre + (surface + sign * h) * cranial
+        runs = cal.runs(mask, origin, posterior, -60.0, 60.0)
+        if not runs:
+            continue
+        best = max(runs, key=lambda r: min(r[1], ref[1]) - max(r[0], ref[0]))
+        if min(best[1], ref[1]) - max(best[0], ref[0]) <= 0.5 * depth:
+            continue
+        if not 0.6 * depth <= best[1] - best[0] <= 1.5 * depth:
+            continue
+        fronts.append(best[0])
+        backs.append(best[1])
+    if len(backs) < 2:
         return None
-    return float(np.mean([r[0] for r in spans])), float(np.mean([r[1] for r in spans]))
+    return float(np.median(fronts)), float(np.median(backs))
 
 
-def _disc_heights(cal: _Caliper, mask: np.ndarray, bodies: list[np.ndarray],
+def _run_lengths(cal: _Caliper, mask: np.ndarray, centre: np.ndarray, cranial: np.ndarray,
+                 posterior: np.ndarray, vs: np.ndarray) -> list[tuple[float, float, float]]:
+    """(v, low, high) of the run through the disc plane at each position v along posterior."""
+    out = []
+    for v in vs:
+        run = _run_at(cal.runs(mask, centre + v * posterior, cranial, -25.0, 25.0), 0.0)
+        if run is not None and run[0] - 3.0 < 0.0 < run[1] + 3.0:
+            out.append((float(v), run[0], run[1]))
+    return out
+
+
+def _disc_heights(cal: _Caliper, mask: np.ndarray, walls: tuple[float, float] | None,
                   centre: np.ndarray, cranial: np.ndarray, posterior: np.ndarray,
                   ap: tuple[float, float]) -> tuple[list[dict], list[str]]:
-    """Anterior and posterior disc heights between the endplate chords.
+    """Anterior, posterior and mean disc height, each read straight from the disc's extent.
 
-    Read at 85 % of the endplates' half depth from the centre, which avoids the rounded
-    vertebral rims where the bare mask over-measures.
+    Heights are read at 85 % of the half depth from the centre, as a reader places the
+    caliper inside the rims; the depth is that of the adjacent bony endplates where they are
+    found (a bulge or herniation moves the disc's own margin, not the bone's). Each height is
+    the median of the disc's thickness over a 2 mm band around that point: no line is
+    extrapolated, so a height can never come out negative. The mean height is the disc's
+    area over its depth on that slice, the figure least sensitive to one bad sample.
     """
-    mid, half = 0.5 * (ap[0] + ap[1]), 0.5 * (ap[1] - ap[0])
-    fits = _fit_surfaces(cal, mask, centre, cranial, posterior, mid, half)
-    if fits is None:
-        return [], ["disc heights: too few endplate samples on the mid-sagittal slice"]
-    span = _endplate_span(cal, bodies, centre, cranial, posterior, fits, mid, half) if len(
-        bodies) == 2 else None
-    if span is not None:
-        mid, half = 0.5 * (span[0] + span[1]), 0.5 * (span[1] - span[0])
-        fits = _fit_surfaces(cal, mask, centre, cranial, posterior, mid, half) or fits
-    lo_fit, hi_fit = fits
-    records = []
-    for name, v in (("disc_height_anterior", mid - DISC_HEIGHT_AT * half),
-                    ("disc_height_posterior", mid + DISC_HEIGHT_AT * half)):
-        origin = centre + v * posterior
-        run = (_chord(lo_fit, v, mid, half), _chord(hi_fit, v, mid, half))
-        records.append(cal.record(name, origin, cranial, run))
-    return records, []
+    lo, hi = walls if walls is not None else ap
+    mid, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
+    records: list[dict] = []
+    for name, frac in (("disc_height_anterior", -DISC_HEIGHT_AT),
+                       ("disc_height_posterior", DISC_HEIGHT_AT)):
+        v0 = mid + frac * half
+        samples = _run_lengths(cal, mask, centre, cranial, posterior,
+                               v0 + np.linspace(-1.0, 1.0, 9))
+        if len(samples) < 5:
+            continue
+        lengths = np.array([s[2] - s[1] for s in samples])
+        k = int(np.argmin(np.abs(lengths - np.median(lengths))))
+        v, low, high = samples[k]
+        records.append(cal.record(name, centre + v * posterior, cranial, (low, high)))
+    inner = _run_lengths(cal, mask, centre, cranial, posterior,
+                         mid + half * np.linspace(-DISC_HEIGHT_AT, DISC_HEIGHT_AT, 35))
+    if len(inner) >= 20:
+        lengths = np.array([s[2] - s[1] for s in inner])
+        value = float(np.mean(lengths))
+        v, low, high = min(inner, key=lambda s: abs(s[0] - mid))
+        centre_t = 0.5 * (low + high)
+        records.append(cal.record("disc_height_mean", centre + v * posterior, cranial,
+                                  (centre_t - value / 2, centre_t + value / 2)))
+    names = {r["name"] for r in records}
+    missing = [f"{n}: too few samples across the disc on the mid-sagittal slice"
+               for n in ("disc_height_anterior", "disc_height_posterior") if n not in names]
+    return records, missing
 
 
 def _body_height(cal: _Caliper, mask: np.ndarray, centre: np.ndarray, cranial: np.ndarray,
@@ -258,11 +286,19 @@ def measure_level(volume: Volume, semantic: np.ndarray, labelling: LevelLabellin
     lower = labelling.instances.get(lower_name)
     ap = _run_at(cal.runs(disc.mask, centre, posterior, -60.0, 60.0), 0.0)
     height_runs = _run_at(cal.runs(disc.mask, centre, cranial, -25.0, 25.0), 0.0)
+    walls: dict[str, tuple[float, float] | None] = {"upper": None, "lower": None}
     if ap is None or height_runs is None:
         notes.append("disc heights: disc not on the mid-sagittal slice")
     else:
-        bodies = [v.mask for v in (upper, lower) if v is not None]
-        records, missing = _disc_heights(cal, disc.mask, bodies, centre, cranial, posterior, ap)
+        for key, inst, surface, sign in (("upper", upper, height_runs[1], 1.0),
+                                         ("lower", lower, height_runs[0], -1.0)):
+            if inst is not None:
+                walls[key] = _body_wall(cal, inst.mask, centre, cranial, posterior, surface,
+                                        sign, ap)
+        found = [w for w in walls.values() if w is not None]
+        span = (float(np.mean([w[0] for w in found])),
+                float(np.mean([w[1] for w in found]))) if found else None
+        records, missing = _disc_heights(cal, disc.mask, span, centre, cranial, posterior, ap)
         out += records
         notes += missing
 
@@ -273,24 +309,22 @@ def measure_level(volume: Volume, semantic: np.ndarray, labelling: LevelLabellin
             out.append(body)
         else:
             notes.append(f"vertebral body height: {upper_name} not fully seen")
-    if upper is not None and lower is not None and height_runs is not None:
-        up_origin = centre + (height_runs[1] + CORNER_OFFSET_MM) * cranial
-        lo_origin = centre + (height_runs[0] - CORNER_OFFSET_MM) * cranial
-        up_run = _run_at(cal.runs(upper.mask, up_origin, posterior, -60.0, 60.0), 0.0)
-        lo_run = _run_at(cal.runs(lower.mask, lo_origin, posterior, -60.0, 60.0), 0.0)
-        if up_run is not None and lo_run is not None:
-            up_corner = up_origin + up_run[1] * posterior
-            lo_corner = lo_origin + lo_run[1] * posterior
-            offset = float((lo_corner - up_corner) @ posterior)
-            out.append({
-                "name": "anterolisthesis", "value": round(offset, 2), "unit": "mm",
-                "series_instance_uid": volume.series_instance_uid, "slice": slice_index,
-                "sop_instance_uid": volume.sop_instance_uids[slice_index],
-                "points_lps": [np.round(up_corner, 3).tolist(), np.round(lo_corner, 3).tolist()],
-            })
-        else:
-            notes.append("anterolisthesis: posterior body corners not found")
-    return out, notes
+    up_wall, lo_wall = walls["upper"], walls["lower"]
+    if up_wall is not None and lo_wall is not None and height_runs is not None:
+        up_corner = centre + (height_runs[1] + 2.0) * cranial + up_wall[1] * posterior
+        lo_corner = centre + (height_runs[0] - 2.0) * cranial + lo_wall[1] * posterior
+        offset = float(lo_wall[1] - up_wall[1])
+        out.append({
+            "name": "listhesis", "value": round(offset, 2), "unit": "mm",
+            "direction": "anterolisthesis" if offset >= 0 else "retrolisthesis",
+            "series_instance_uid": volume.series_instance_uid, "slice": slice_index,
+            "sop_instance_uid": volume.sop_instance_uids[slice_index],
+            "points_lps": [np.round(up_corner, 3).tolist(), np.round(lo_corner, 3).tolist()],
+        })
+    elif height_runs is not None and upper is not None and lower is not None:
+        notes.append("listhesis: posterior walls of the vertebral bodies not found")
+    kept, withheld = screen(out)
+    return kept, notes + withheld
 
 
 def measure_levels(volume: Volume, semantic: np.ndarray, labelling: LevelLabelling) -> (

@@ -28,6 +28,7 @@ from models.study import StudyAnatomy, Volume
 from models.volume import assemble_series
 
 SCHEMA = "lumbar-node/findings/1"
+NOTICE = "AI result \u2014 not for diagnosis without review by a radiologist"
 STAGES = ("select", "assemble", "segment", "levels", "measure", "grade", "overlay", "results")
 
 
@@ -82,6 +83,10 @@ class _Context:
         self.study_uid = ""
         self.anatomy: StudyAnatomy | None = None
         self.semantic: np.ndarray | None = None
+        #: per-voxel segmentation confidence, when the segmenter reports one
+        self.confidence: np.ndarray | None = None
+        #: out-of-distribution verdicts: {"segmentation": {...}, "levels": {level: {...}}}
+        self.ood: dict[str, Any] = {}
         self.labelling: LevelLabelling | None = None
         self.level_notes: dict[str, list[str]] = {}
         self.findings: list[dict] = []
@@ -134,10 +139,18 @@ def _segment(ctx: _Context) -> None:
     card = ctx.segmenter.card
     ctx.models["segmentation"] = {k: card.get(k) for k in ("name", "version", "sha256")}
     volume = ctx.anatomy.volumes[ctx.anatomy.labels_role]
-    semantic = np.asarray(ctx.segmenter.segment(volume))
+    with_confidence = getattr(ctx.segmenter, "segment_with_confidence", None)
+    if with_confidence is not None:
+        semantic, ctx.confidence = with_confidence(volume)
+        semantic = np.asarray(semantic)
+    else:
+        semantic = np.asarray(ctx.segmenter.segment(volume))
     if semantic.shape != volume.array.shape:
         raise PipelineError(f"segmentation shape {semantic.shape} != volume {volume.array.shape}")
     ctx.semantic = semantic.astype(np.uint8)
+    if ctx.confidence is not None:
+        study_ood = _require("models.segmentation.ood", "study_ood")
+        ctx.ood["segmentation"] = study_ood(volume, ctx.semantic, ctx.confidence, card)
 
 
 def _levels(ctx: _Context) -> None:
@@ -157,12 +170,18 @@ def _measure(ctx: _Context) -> None:
     volume = ctx.anatomy.volumes[ctx.anatomy.labels_role]
     ctx.anatomy.measurements, ctx.level_notes = measure_levels(volume, ctx.semantic,
                                                                ctx.labelling)
+    if ctx.confidence is not None and ctx.segmenter is not None:
+        level_ood = _require("models.segmentation.ood", "level_ood")
+        ctx.ood["levels"] = {
+            geom.level: level_ood(volume, ctx.semantic, ctx.confidence, geom.disc_centre_lps,
+                                  ctx.segmenter.card)
+            for geom in ctx.labelling.levels}
 
 
 def _grade(ctx: _Context) -> None:
     assert ctx.anatomy is not None
     grade_study = _require("models.grading", "grade_study")
-    findings, card = grade_study(ctx.anatomy, ctx.device)
+    findings, card = grade_study(ctx.anatomy, ctx.device, ood=ctx.ood)
     keys = {(f["condition"], f.get("side"), f["level"]) for f in findings}
     if len(findings) != 25 or keys != set(finding_keys()):
         raise PipelineError(f"grader returned {len(findings)} findings, not the 25 of a study")
@@ -232,7 +251,9 @@ def _document(ctx: _Context, rejected: str | None = None) -> dict:
         "schema": SCHEMA, "status": status, "reason": reason,
         "study_instance_uid": ctx.study_uid, "series": _series_entries(ctx),
         "models": ctx.models, "levels": _level_entries(ctx), "level_labelling": labelling,
-        "findings": ctx.findings, "rsna": rsna, "warnings": list(ctx.warnings),
+        "findings": ctx.findings, "rsna": rsna, "ood": ctx.ood,
+        "review_required": sum(1 for f in ctx.findings if f.get("review", {}).get("required")),
+        "notice": NOTICE, "warnings": list(ctx.warnings),
         "timings_s": dict(ctx.timings),
         "outputs": {k: p.name for k, p in ctx.outputs.items()},
     }

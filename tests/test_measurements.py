@@ -50,7 +50,9 @@ def test_body_height_and_listhesis(measured):
         assert body["vertebra"] == upper
         assert abs(body["value"] - t["vertebrae"][upper]["body_height_mm"]) < 1.0
         # the generator stacks vertebrae without slip: offsets stay small
-        assert abs(_value(measurements, level, "anterolisthesis")["value"]) < 2.5
+        slip = _value(measurements, level, "listhesis")
+        assert abs(slip["value"]) < 2.5
+        assert slip["direction"] == ("anterolisthesis" if slip["value"] >= 0 else "retrolisthesis")
 
 
 def test_each_measurement_is_a_caliper_on_one_slice(measured):
@@ -62,5 +64,14 @@ def test_each_measurement_is_a_caliper_on_one_slice(measured):
             a, b = (np.asarray(p) for p in m["points_lps"])
             slice_idx = volume.lps_to_index(np.stack([a, b]))[:, 0]
             assert np.allclose(slice_idx, m["slice"], atol=1e-3), (level, m["name"])
-            if m["name"] != "anterolisthesis":
+            if m["name"] not in ("listhesis", "disc_height_mean"):
                 assert abs(np.linalg.norm(b - a) - m["value"]) < 0.02
+
+
+def test_mean_disc_height_lies_between_anterior_and_posterior(measured):
+    _, _, measurements, _ = measured
+    for level in LEVELS:
+        a = _value(measurements, level, "disc_height_anterior")["value"]
+        p = _value(measurements, level, "disc_height_posterior")["value"]
+        mean = _value(measurements, level, "disc_height_mean")["value"]
+        assert min(a, p) - 0.5 <= mean <= max(a, p) + 1.5, (level, a, p, mean)
