@@ -80,7 +80,8 @@ def test_dsrdump_reads_the_sr(study):
     result = _run("dsrdump", str(study["out"]["sr"]))
     assert result.returncode == 0, result.stderr
     assert "Imaging Measurement Report" in result.stdout
-    assert result.stdout.count('"Measurement Group"') == 25
+    # 25 findings and one group of morphometry per level
+    assert result.stdout.count('"Measurement Group"') == 30
 
 
 def test_tid1500reader_reads_every_group(study, tmp_path):
@@ -94,15 +95,25 @@ def test_tid1500reader_reads_every_group(study, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     groups = json.loads(meta.read_text())["Measurements"]
-    assert len(groups) == 25
+    assert len(groups) == 30
     expected = {_tracking(f) for f in study["findings"]["findings"]}
+    expected |= {f"{level} level measurements" for level in LEVELS}
     assert {g["TrackingIdentifier"] for g in groups} == expected
-    # every group lists its NUMs in the same order (3D Slicer builds its table from the first)
-    assessable = [g for g in groups if "not assessable" not in g["TrackingIdentifier"]]
+    # a group lists only its own evidence: the canal diameter for a canal grade, the disc
+    # heights in the level's own group
     orders = {
-        tuple(m["quantity"]["CodeMeaning"] for m in g["measurementItems"]) for g in assessable
+        g["TrackingIdentifier"]: tuple(m["quantity"]["CodeMeaning"] for m in g["measurementItems"])
+        for g in groups
     }
-    assert orders == {("Probability", "Diameter", "Height", "Height")}
+    for text, order in orders.items():
+        if text.endswith("level measurements"):
+            assert order == ("Height", "Height")
+        elif "not assessable" in text:
+            assert "Probability" not in order
+        elif " canal:" in text:
+            assert order == ("Probability", "Diameter")
+        else:
+            assert order == ("Probability",), text
 
 
 def test_segimage2itkimage_decodes_the_labels(study, tmp_path):
@@ -208,7 +219,11 @@ def test_sr_grades_equal_the_findings(study):
             assert nums["Probability"] == pytest.approx(finding["probabilities"][index])
         else:
             assert severity == "Undetermined" and "Probability" not in nums
-        assert nums["Diameter"] == pytest.approx(12.0 - LEVELS.index(finding["level"]))
+        assert "Height" not in nums  # disc heights are not the evidence of any grade
+        if finding["condition"] == "spinal_canal_stenosis":
+            assert nums["Diameter"] == pytest.approx(12.0 - LEVELS.index(finding["level"]))
+        else:
+            assert "Diameter" not in nums
 
 
 def test_sr_groups_reference_disc_segment_and_draw_on_the_slice(study):
@@ -221,6 +236,8 @@ def test_sr_groups_reference_disc_segment_and_draw_on_the_slice(study):
     )
     for group in measurements.ContentSequence:
         items = {i.ConceptNameCodeSequence[0].CodeMeaning: i for i in group.ContentSequence}
+        if items["Finding"].ConceptCodeSequence[0].CodeValue == "LSTEN-LEVEL":
+            continue  # a level's morphometry: its NUMs carry their own lines
         region = items["Image Region"]
         assert region.GraphicType == "POLYLINE" and len(region.GraphicData) == 10
         assert (
@@ -340,7 +357,7 @@ def test_a_complete_group_leads_when_the_first_finding_is_not_assessable(study, 
     groups = hd.sr.srread(out["sr"]).content.get_planar_roi_measurement_groups()
     assert str(groups[0].tracking_identifier) == "L2-L3 canal: moderate"
     assert str(groups[1].tracking_identifier) == "L1-L2 canal: not assessable"
-    assert len(groups[0].get_measurements()) == 4 and len(groups[1].get_measurements()) == 3
+    assert len(groups[0].get_measurements()) == 2 and len(groups[1].get_measurements()) == 1
 
 
 def test_findings_as_the_grader_leaves_them(study, tmp_path):

@@ -3,10 +3,17 @@
 IHE AI Results asks every AI object to name the algorithm in ContributingEquipmentSequence;
 SEG additionally carries it per segment (AlgorithmIdentificationSequence) and the SR as the
 device observer. All three are built from the same model cards of ``findings["models"]``.
+
+Model names and versions can be longer than the 64 characters of an LO attribute
+(ManufacturerModelName, SoftwareVersions, AlgorithmName). Cutting them there could make two
+models look the same, so an LO gets :func:`short_lo` (a prefix plus a hash of the whole
+text: deterministic and distinct), while the full text goes where the VR holds it: the
+ContributionDescription (ST) and every SR TEXT item (Device Observer Name, Algorithm Name).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -24,6 +31,16 @@ MANUFACTURER = "lumbar-node"
 PURPOSE_PROCESSING = codes.DCM.ProcessingEquipment
 #: Order in which model cards are listed wherever one string names all of them.
 MODEL_ROLES = ("segmentation", "grader_learned", "grader_measurement")
+#: Longest value of an LO attribute
+LO_MAX = 64
+
+
+def short_lo(text: str) -> str:
+    """``text`` when it fits an LO, else its first 55 characters, "~" and 8 hex digits of
+    its SHA-1: the same text always gives the same value, different texts different ones."""
+    if len(text) <= LO_MAX:
+        return text
+    return f"{text[: LO_MAX - 9]}~{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)
@@ -39,7 +56,9 @@ class Algorithm:
 
     def identification(self) -> hd.AlgorithmIdentificationSequence:
         return hd.AlgorithmIdentificationSequence(
-            name=self.name, version=self.version, family=codes.DCM.ArtificialIntelligence
+            name=short_lo(self.name),
+            version=short_lo(self.version),
+            family=codes.DCM.ArtificialIntelligence,
         )
 
 
@@ -79,7 +98,8 @@ def node_algorithm(models: Mapping[str, Mapping[str, object]]) -> Algorithm:
 def contributing_equipment(
     models: Mapping[str, Mapping[str, object]], study_instance_uid: str
 ) -> list[hd.ContributingEquipment]:
-    """One ContributingEquipmentSequence item per model card, each with its device UID."""
+    """One ContributingEquipmentSequence item per model card, each with its device UID; the
+    description (ST, 1024 characters) names the model in full."""
     versions = model_versions(models)
     items: list[hd.ContributingEquipment] = []
     for role in sorted(versions):
@@ -87,9 +107,9 @@ def contributing_equipment(
         item = hd.ContributingEquipment(
             manufacturer=MANUFACTURER,
             purpose_of_reference=PURPOSE_PROCESSING,
-            manufacturer_model_name=algorithm.name[:64],
-            software_versions=algorithm.version[:64],
-            contribution_description=f"{role} model"[:64],
+            manufacturer_model_name=short_lo(algorithm.name),
+            software_versions=short_lo(algorithm.version),
+            contribution_description=f"{role} model: {algorithm.name} {algorithm.version}"[:1024],
         )
         item.DeviceUID = device_uid(algorithm)
         items.append(item)
@@ -102,13 +122,14 @@ def device_uid(algorithm: Algorithm) -> str:
 
 
 def device_observer(algorithm: Algorithm) -> hd.sr.ObserverContext:
+    """Device observer context; its name and model name are TEXT items, so nothing is cut."""
     return hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
             uid=device_uid(algorithm),
-            name=algorithm.name[:64],
+            name=algorithm.name,
             manufacturer_name=MANUFACTURER,
-            model_name=algorithm.version[:64],
+            model_name=algorithm.version,
         ),
     )
 

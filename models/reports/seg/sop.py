@@ -8,7 +8,7 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 
-from models.reports.equipment import Algorithm
+from models.reports.equipment import Algorithm, short_lo
 from models.reports.seg.content import label_map, present_kinds, segment_descriptions
 
 SERIES_DESCRIPTION = "AI lumbar segmentation"
@@ -68,9 +68,9 @@ def build_seg(
         sop_instance_uid=sop_instance_uid,
         instance_number=1,
         manufacturer="lumbar-node",
-        manufacturer_model_name=algorithm.name[:64],
-        software_versions=algorithm.version[:64],
-        device_serial_number=algorithm.version[:64],
+        manufacturer_model_name=short_lo(algorithm.name),
+        software_versions=short_lo(algorithm.version),
+        device_serial_number=short_lo(algorithm.version),
         content_label="LUMBAR",
         content_description="Lumbar spine segmentation",
         omit_empty_frames=False,

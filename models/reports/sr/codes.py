@@ -107,7 +107,59 @@ VERTEBRA_CODES: Final[dict[str, Code]] = {
 }
 LATERALITY: Final[dict[str, Code]] = {"left": codes.SCT.Left, "right": codes.SCT.Right}
 
-#: Procedure reported when the source names none: MR, with the lumbar spine as finding site
-#: of every group. LOINC 25056-3 is the MR procedure code confirmed in PS3.16 (CID 100).
-DEFAULT_PROCEDURE: Final = codes.LN.MRIUnspecifiedBodyRegion
+#: Procedure reported when the source names none: LOINC 24968-0 "MR Lumbar spine" (LOINC/RSNA
+#: Radiology Playbook; the neighbouring 24967-2 is "MR Lumbar spine WO and W contrast IV").
+#: The node cannot tell whether contrast was given, so the code without a contrast axis is
+#: the one that is true of every study it reads. pydicom's dictionary has no lumbar MR
+#: procedure (only 25056-3 "MRI unspecified body region", CID 100), so it is spelled out
+#: here; its check digit is verified in the tests.
+DEFAULT_PROCEDURE: Final = CodedConcept(
+    value="24968-0", scheme_designator="LN", meaning="MR Lumbar spine"
+)
 LUMBAR_SPINE: Final = codes.SCT.LumbarSpine
+
+#: Concepts of the review and provenance items of each finding (TID 1501 qualitative
+#: evaluations: CODE items for what a program may sort on, TEXT items for what a reader needs
+#: to read). Viewers show the code meaning as the item's name, so the meanings are phrased
+#: for a radiologist.
+GRADER: Final = private("LSTEN-GRADER", "Deciding grader")
+GRADER_VALUES: Final[dict[str, CodedConcept]] = {
+    "measurement": private("LSTEN-GRADER-MEAS", "Measurement grader (rule-based)"),
+    "learned": private("LSTEN-GRADER-LEARN", "Learned grader"),
+}
+GRADER_KIND: Final = private("LSTEN-GRADERKIND", "Kind of grader")
+TRAINING_DATA: Final = private("LSTEN-TRAINDATA", "Training data")
+REVIEW_REQUIRED: Final = private("LSTEN-REVIEW", "Radiologist review required")
+REVIEW_REASON: Final = private("LSTEN-REVIEWWHY", "Reason for review")
+YES: Final = codes.SCT.Yes
+NO: Final = codes.SCT.No
+DISAGREEMENT: Final = private("LSTEN-DISAGREE", "Grade difference between graders")
+#: UCUM annotation unit of :data:`DISAGREEMENT`: steps on the three-grade scale
+BANDS: Final = CodedConcept(value="{bands}", scheme_designator="UCUM", meaning="grade bands")
+SECOND_GRADE: Final = private("LSTEN-2ND-GRADE", "Second opinion grade")
+SECOND_GRADER: Final = private("LSTEN-2ND-GRADER", "Second opinion grader")
+SECOND_PROBABILITIES: Final = private("LSTEN-2ND-PROB", "Second opinion probabilities")
+SECOND_WITHDRAWN: Final = private("LSTEN-2ND-WITHDRAWN", "Second opinion withdrawn")
+EXPLANATION_GRADE: Final = private("LSTEN-EXPL-GRADE", "Measurement grader grade (explanation)")
+OOD_REASON: Final = private("LSTEN-OOD", "Out of distribution")
+
+
+def grade_by(grader: str) -> CodedConcept:
+    """Name of the CODE item holding one grader's grade when graders disagree."""
+    key = "".join(ch for ch in grader.upper() if ch.isalnum())[:12] or "UNKNOWN"
+    return private(f"LSTEN-GRADE-{key}", f"Grade by {grader} grader"[:64])
+
+
+#: Root of the report: the notice and study-wide remarks (TID 1500 row "Qualitative
+#: Evaluations", a CONTAINER whose TEXT and CODE items apply to the whole report).
+QUALITATIVE_EVALUATIONS: Final = CodedConcept(
+    value="C0034375", scheme_designator="UMLS", meaning="Qualitative Evaluations"
+)
+NOTICE_NAME: Final = private("LSTEN-NOTICE", "Notice")
+NOTICE: Final = "AI result \u2014 not for diagnosis without review by a radiologist"
+REVIEW_COUNT: Final = private("LSTEN-REVIEWCOUNT", "Findings needing review")
+LABELLING_NOTE: Final = private("LSTEN-LABELNOTE", "Level labelling")
+ALGORITHM_FULL_NAME: Final = private("LSTEN-ALGNAME", "Algorithm full name")
+#: Finding type of the per-level measurement groups (no graded finding: morphometry)
+LEVEL_MORPHOMETRY: Final = private("LSTEN-LEVEL", "Disc level measurements")
+MEASUREMENT_NOTE: Final = private("LSTEN-MEASNOTE", "Measurement note")

@@ -1,20 +1,23 @@
-"""One TID 1500 measurement group per graded finding.
+"""One TID 1500 measurement group per graded finding, and one per level for its morphometry.
 
-Each group names the level (finding site, with laterality where sided), the condition
-(finding type), the grade (Severity, a CODE qualitative evaluation), the probability of that
-grade and the level's measurements as NUMs.
+Each finding group names the level (finding site, with laterality where sided), the
+condition (finding type), the grade (Severity, a CODE qualitative evaluation), the
+probability of that grade, the measurements behind that grade only (see
+``models.reports.sr.measurements``) and who decided it, whether it needs review and what
+the other grader said (``models.reports.sr.trust``).
 
 The group's region is the ROI box on its slice (TID 1410, a SCOORD that OHIF draws). TID
 1410 allows an image region or a segment, not both, so the disc segment of the SEG is
 referenced from the probability NUM as its source (an IMAGE item with the segment number).
 Without an ROI the region is the disc segment (TID 1411); without either, the group is a
-TID 1501 group whose NUMs carry their measurement lines as SCOORDs. The grade also goes into
-the tracking identifier text because OHIF does not show CODE evaluations as labels.
+TID 1501 group whose NUMs carry their measurement lines as SCOORDs. The grade (and a review
+mark) also goes into the tracking identifier text because OHIF does not show CODE
+evaluations as labels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import highdicom as hd
 import numpy as np
@@ -28,6 +31,8 @@ from models.reports.sr.codes import (
     GRADE_CODES,
     LATERALITY,
     LEVEL_CODES,
+    LEVEL_MORPHOMETRY,
+    MEASUREMENT_NOTE,
     NO_UNITS,
     PROBABILITY,
     REASON,
@@ -35,14 +40,21 @@ from models.reports.sr.codes import (
     UNDETERMINED,
 )
 from models.reports.sr.geometry import SliceLocator
-from models.reports.sr.measurements import build_measurement
+from models.reports.sr.measurements import (
+    build_measurement,
+    finding_evidence,
+    level_measurements,
+)
+from models.reports.sr.trust import review_suffix, trust_items
 
 
 def tracking_text(finding: Mapping) -> str:
-    """E.g. ``"L4-L5 canal: severe"``, ``"L4-L5 left foramen: normal/mild"``."""
+    """E.g. ``"L4-L5 canal: severe"``, ``"L4-L5 left foramen: moderate [review: learned
+    severe]"``."""
     side = f"{finding['side']} " if finding.get("side") else ""
     grade = finding["grade"].lower() if finding.get("assessable") else "not assessable"
-    return f"{finding['level']} {side}{CONDITION_SHORT[finding['condition']]}: {grade}"
+    text = f"{finding['level']} {side}{CONDITION_SHORT[finding['condition']]}: {grade}"
+    return text + review_suffix(finding)
 
 
 def validate_finding(finding: Mapping) -> str:
@@ -69,7 +81,6 @@ def validate_finding(finding: Mapping) -> str:
 def measurement_group(
     finding: Mapping,
     level_record: Mapping | None,
-    names: Sequence[str],
     locator: SliceLocator,
     tracking_uid: str,
     algorithm: hd.sr.AlgorithmIdentification | None,
@@ -78,11 +89,12 @@ def measurement_group(
     level, side = finding["level"], finding.get("side")
     roi_region = _roi(finding.get("roi"), locator)
     free = roi_region is None and segment is None
-    by_name = {str(m["name"]): m for m in (level_record or {}).get("measurements", [])}
+    trust = trust_items(finding)
     nums = [_probability(finding, segment)] + [
-        build_measurement(name, by_name.get(name), level, locator, free) for name in names
+        build_measurement(str(record["name"]), record, level, locator, free, side)
+        for record in finding_evidence(finding, level_record)
     ]
-    measurements = [num for num in nums if num is not None]
+    measurements = [num for num in nums if num is not None] + trust.measurements
     severity = GRADE_CODES[finding["grade"]] if finding.get("assessable") else UNDETERMINED
     common = dict(
         tracking_identifier=hd.sr.TrackingIdentifier(
@@ -94,7 +106,10 @@ def measurement_group(
             hd.sr.FindingSite(LEVEL_CODES[level], laterality=LATERALITY.get(side or ""))
         ],
         measurements=measurements,
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(SEVERITY, severity)],
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(SEVERITY, severity),
+            *trust.evaluations,
+        ],
     )
     group: hd.sr.MeasurementsAndQualitativeEvaluations
     if roi_region is not None:
@@ -107,11 +122,55 @@ def measurement_group(
         )
     else:
         group = hd.sr.MeasurementsAndQualitativeEvaluations(**common)
+    content = group[0].ContentSequence
     if not finding.get("assessable"):
-        group[0].ContentSequence.append(
+        content.append(
             hd.sr.TextContentItem(
                 name=REASON,
                 value=str(finding["reason"])[:1024],
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
+    content.extend(trust.texts)
+    return group
+
+
+def level_group(
+    level_record: Mapping,
+    locator: SliceLocator,
+    tracking_uid: str,
+    algorithm: hd.sr.AlgorithmIdentification | None,
+) -> hd.sr.MeasurementsAndQualitativeEvaluations | None:
+    """TID 1501 group of a level's disc heights, body height and listhesis, with their
+    measurement lines, and the notes on measurements that were withheld; None when the
+    level has neither.
+
+    These describe the level, not one graded finding, so they are not repeated in the
+    finding groups: there they would read as the evidence for a grade they did not decide.
+    """
+    level = str(level_record["level"])
+    nums = [
+        build_measurement(str(r["name"]), r, level, locator, True)
+        for r in level_measurements(level_record)
+    ]
+    measurements = [num for num in nums if num is not None]
+    notes = [str(w) for w in level_record.get("warnings") or []]
+    if not measurements and not notes:
+        return None
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=tracking_uid, identifier=f"{level} level measurements"
+        ),
+        finding_type=LEVEL_MORPHOMETRY,
+        algorithm_id=algorithm,
+        finding_sites=[hd.sr.FindingSite(LEVEL_CODES[level])],
+        measurements=measurements or None,
+    )
+    for note in notes:
+        group[0].ContentSequence.append(
+            hd.sr.TextContentItem(
+                name=MEASUREMENT_NOTE,
+                value=note[:1024],
                 relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
             )
         )
@@ -165,4 +224,10 @@ def referenced_segment(seg: Dataset, segment_number: int) -> hd.sr.ReferencedSeg
     )
 
 
-__all__ = ["measurement_group", "referenced_segment", "tracking_text", "validate_finding"]
+__all__ = [
+    "level_group",
+    "measurement_group",
+    "referenced_segment",
+    "tracking_text",
+    "validate_finding",
+]

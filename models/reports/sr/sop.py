@@ -9,13 +9,27 @@ from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
 from lumbar_common.vocabulary import LEVELS, finding_keys, rsna_key
-from models.reports.equipment import device_observer, node_algorithm
+from models.reports.equipment import (
+    MODEL_ROLES,
+    algorithm_from_models,
+    device_observer,
+    node_algorithm,
+)
 from models.reports.frames import is_multiframe
 from models.reports.seg.sop import segment_numbers
-from models.reports.sr.codes import DEFAULT_PROCEDURE, coding_scheme_identification
-from models.reports.sr.content import measurement_group, validate_finding
+from models.reports.sr.codes import (
+    ALGORITHM_FULL_NAME,
+    DEFAULT_PROCEDURE,
+    LABELLING_NOTE,
+    NOTICE,
+    NOTICE_NAME,
+    OOD_REASON,
+    QUALITATIVE_EVALUATIONS,
+    REVIEW_COUNT,
+    coding_scheme_identification,
+)
+from models.reports.sr.content import level_group, measurement_group, validate_finding
 from models.reports.sr.geometry import SliceLocator
-from models.reports.sr.measurements import measurement_names
 from models.reports.uids import model_versions, result_uid
 from models.study import Volume
 
@@ -34,7 +48,8 @@ def build_sr(
     contributing_equipment: Sequence[hd.ContributingEquipment] | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """TID 1500 report of the 25 findings: one group each, in RSNA column order except
-    that a group with every NUM leads (see :func:`_complete_first`).
+    that a group with the most NUMs leads (see :func:`_complete_first`), then one group per
+    level with its morphometry, and at the root the notice that the result needs review.
 
     ``headers`` maps SOPInstanceUID -> source dataset (pixel data not needed) for every
     instance a finding or measurement points to; ``segs`` are the SEGs to reference.
@@ -43,7 +58,6 @@ def build_sr(
     models = findings.get("models") or {}
     study_uid = str(findings.get("study_instance_uid") or "")
     versions = model_versions(models)
-    names = measurement_names(list(levels.values()))
     locator = SliceLocator(volumes, headers)
     disc_segments = _disc_segments(segs)
     groups = []
@@ -54,7 +68,6 @@ def build_sr(
             measurement_group(
                 finding,
                 levels.get(level),
-                names,
                 locator,
                 tracking_uid=result_uid(study_uid, versions, f"tracking/{key}"),
                 algorithm=_grader(models, finding),
@@ -62,6 +75,16 @@ def build_sr(
             )
         )
     groups = _complete_first(groups)
+    for level in LEVELS:
+        if level in levels:
+            group = level_group(
+                levels[level],
+                locator,
+                tracking_uid=result_uid(study_uid, versions, f"tracking/level/{level}"),
+                algorithm=_segmentation(models),
+            )
+            if group is not None:
+                groups.append(group)
     referenced = _referenced_headers(groups, headers) or _seg_sources(segs, headers)
     if not referenced:
         raise ValueError("the findings reference no source image: nothing ties the SR to the study")
@@ -77,6 +100,7 @@ def build_sr(
         # multi-frame image keeps in functional groups: those stay out of the library
         referenced_images=[ds for ds in referenced if not is_multiframe(ds)] or None,
     )
+    report[0].ContentSequence.append(_remarks(findings, by_key.values(), models))
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,
         content=report[0],
@@ -95,6 +119,8 @@ def build_sr(
             f"findings are for study {study_uid!r}, the images for {sr.StudyInstanceUID!r}"
         )
     sr.SeriesDescription = SERIES_DESCRIPTION
+    # UTF-8: the notice has an em dash, and reasons and model names may hold any character
+    sr.SpecificCharacterSet = "ISO_IR 192"
     sr.CodingSchemeIdentificationSequence = [coding_scheme_identification()]
     return sr
 
@@ -152,7 +178,57 @@ def _grader(models: Mapping, finding: Mapping) -> hd.sr.AlgorithmIdentification 
         raise ValueError(
             f"finding {finding.get('level')} {finding.get('condition')} names no model version"
         )
-    return hd.sr.AlgorithmIdentification(name=name[:64], version=version[:64])
+    # Algorithm Name and Version are TEXT items (UT): the full name fits
+    return hd.sr.AlgorithmIdentification(name=name, version=version)
+
+
+def _segmentation(models: Mapping) -> hd.sr.AlgorithmIdentification:
+    """The segmentation model, which the level measurements are taken from."""
+    algorithm = algorithm_from_models(models, "segmentation")
+    return hd.sr.AlgorithmIdentification(name=algorithm.name, version=algorithm.version)
+
+
+def _remarks(
+    findings: Mapping, items: Iterable[Mapping], models: Mapping
+) -> hd.sr.ContainerContentItem:
+    """The report-level Qualitative Evaluations container: the notice that this is an AI
+    result needing review, how many findings need it, what made the level count uncertain,
+    a segmentation out of distribution, and every model's full name and version."""
+
+    def text(name: hd.sr.CodedConcept, value: object) -> hd.sr.TextContentItem:
+        return hd.sr.TextContentItem(
+            name=name,
+            value=str(value)[:1024],
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+        )
+
+    content = [text(NOTICE_NAME, findings.get("notice") or NOTICE)]
+    reviews = [f.get("review") for f in items if isinstance(f.get("review"), Mapping)]
+    if reviews or findings.get("review_required") is not None:
+        count = findings.get("review_required")
+        if count is None:
+            count = sum(bool(r.get("required")) for r in reviews)
+        content.append(text(REVIEW_COUNT, f"{count} of 25 findings need review by a radiologist"))
+    labelling = findings.get("level_labelling") or {}
+    for warning in labelling.get("warnings") or []:
+        content.append(text(LABELLING_NOTE, warning))
+    segmentation = (findings.get("ood") or {}).get("segmentation") or {}
+    if segmentation.get("flagged"):
+        content.append(
+            text(OOD_REASON, segmentation.get("reason") or "segmentation out of distribution")
+        )
+    roles = [r for r in MODEL_ROLES if r in models] + sorted(set(models) - set(MODEL_ROLES))
+    for role in roles:
+        algorithm = algorithm_from_models(models, role)
+        content.append(
+            text(ALGORITHM_FULL_NAME, f"{role}: {algorithm.name} version {algorithm.version}")
+        )
+    container = hd.sr.ContainerContentItem(
+        name=QUALITATIVE_EVALUATIONS,
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    )
+    container.ContentSequence = hd.sr.ContentSequence(content)
+    return container
 
 
 def _disc_segments(segs: Sequence[Dataset]) -> dict[str, tuple[Dataset, int]]:
@@ -200,7 +276,7 @@ def _seg_sources(segs: Sequence[Dataset], headers: Mapping[str, Dataset]) -> lis
 
 
 def _procedures(source: Dataset) -> list[Code | hd.sr.CodedConcept]:
-    """The imaging procedure as the source names it, else MR (LOINC 25056-3)."""
+    """The imaging procedure as the source names it, else MR lumbar spine (LOINC 24968-0)."""
     codes = [
         hd.sr.CodedConcept.from_dataset(item)
         for item in getattr(source, "ProcedureCodeSequence", [])
