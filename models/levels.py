@@ -149,9 +149,18 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / n
 
 
-def _thinnest_axis(points: np.ndarray) -> np.ndarray:
+def _thinnest_axis(points: np.ndarray, lr: np.ndarray) -> np.ndarray:
+    """The disc's thinnest direction within the sagittal plane.
+
+    Left-right is projected out first: a disc seen on one slice (a mid-sagittal key image)
+    has no extent along it, which would otherwise make left-right its thinnest axis.
+    """
     centred = points - points.mean(axis=0)
+    centred = centred - np.outer(centred @ lr, lr)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    for axis in vt[::-1]:
+        if abs(float(axis @ lr)) < 0.5:
+            return axis
     return vt[-1]
 
 
@@ -214,7 +223,7 @@ def label_levels(volume: Volume, semantic: np.ndarray) -> LevelLabelling:
 
     normals = []
     for i, d in enumerate(discs):
-        n = _in_plane(_thinnest_axis(_voxel_lps(volume, d)), lr)
+        n = _in_plane(_thinnest_axis(_voxel_lps(volume, d), lr), lr)
         local = centres[max(i - 1, 0)] - centres[min(i + 1, len(discs) - 1)]
         normals.append(n if n @ local >= 0 else -n)
     normals = np.array(normals)

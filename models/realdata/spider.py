@@ -124,6 +124,7 @@ class MidsagImage:
     tr_ms: float
     te_ms: float
     description: str
+    slice_thickness_mm: float
 
 
 def midsag_images(root: Path | None = None) -> list[MidsagImage]:
@@ -137,5 +138,6 @@ def midsag_images(root: Path | None = None) -> list[MidsagImage]:
                 row_mm=float(row["row_spacing_mm"]), col_mm=float(row["col_spacing_mm"]),
                 manufacturer=row["manufacturer"], field_strength_t=float(row["field_strength_t"]),
                 tr_ms=float(row["tr_ms"]), te_ms=float(row["te_ms"]),
-                description=row["series_description"]))
+                description=row["series_description"],
+                slice_thickness_mm=float(row["slice_thickness_mm"] or 4.0)))
     return out
