@@ -4,7 +4,8 @@ Each slice is turned to the canonical orientation, normalised by its own percent
 resampled to the training pixel size; the network's class scores are resampled back to the
 source grid (bilinear on scores, then argmax - smoother than nearest-neighbour on labels and
 exact in shape), and the orientation is undone, so the result lines up voxel for voxel with
-``volume.array`` and its affine.
+``volume.array`` and its affine. The softmax of those resampled scores gives each voxel's
+confidence (its largest class probability), which the out-of-distribution gate reads.
 """
 
 from __future__ import annotations
@@ -54,6 +55,18 @@ def _pad_to_multiple(image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
 def predict_slices(net: torch.nn.Module, images: np.ndarray, spacing: tuple[float, float],
                    device: torch.device, batch_size: int = 8) -> np.ndarray:
     """Canonical slices [n,row,col] of ``spacing`` mm -> uint8 classes in the same grid."""
+    return predict_slices_with_confidence(net, images, spacing, device, batch_size)[0]
+
+
+def predict_slices_with_confidence(
+    net: torch.nn.Module, images: np.ndarray, spacing: tuple[float, float],
+    device: torch.device, batch_size: int = 8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical slices -> (uint8 classes, float32 max softmax probability), same grid.
+
+    The confidence is the softmax of the class scores after their resampling to the source
+    grid, so it describes exactly the decision behind each returned label.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -65,6 +78,7 @@ def predict_slices(net: torch.nn.Module, images: np.ndarray, spacing: tuple[floa
     prepared = [_pad_to_multiple(resample_image(normalise_intensity(im), shape))[0]
                 for im in images]
     out = np.zeros(images.shape, dtype=np.uint8)
+    confidence = np.zeros(images.shape, dtype=np.float32)
     net.eval()
     with torch.inference_mode():
         for start in range(0, len(prepared), batch_size):
@@ -72,8 +86,10 @@ def predict_slices(net: torch.nn.Module, images: np.ndarray, spacing: tuple[floa
             logits = net(batch.to(device)).float()[:, :, : shape[0], : shape[1]]
             logits = F.interpolate(logits, size=source_shape, mode="bilinear",
                                    align_corners=False)
-            out[start:start + len(batch)] = logits.argmax(1).to(torch.uint8).cpu().numpy()
-    return out
+            best, labels = torch.softmax(logits, dim=1).max(dim=1)
+            out[start:start + len(batch)] = labels.to(torch.uint8).cpu().numpy()
+            confidence[start:start + len(batch)] = best.cpu().numpy()
+    return out, confidence
 
 
 def load_network(weights: Path, architecture: dict[str, Any],
@@ -108,10 +124,20 @@ class Segmenter:
 
     def segment(self, volume: Volume) -> np.ndarray:
         """uint8 [slice,row,col] in ``volume``'s grid: 0 bg, 1 vertebra, 2 disc, 3 canal."""
+        return self.segment_with_confidence(volume)[0]
+
+    def segment_with_confidence(self, volume: Volume) -> tuple[np.ndarray, np.ndarray]:
+        """Labels as :meth:`segment` and the float32 max softmax probability of each voxel.
+
+        Both are in ``volume``'s grid; the confidence feeds the out-of-distribution gate
+        (``models.segmentation.ood``).
+        """
         orientation = Orientation.from_affine(volume.affine)
         canonical = orientation.to_canonical(np.asarray(volume.array, dtype=np.float32))
-        labels = predict_slices(self.net, canonical, orientation.spacing, self.device)
-        result = orientation.from_canonical(labels)
-        if result.shape != volume.array.shape:  # pragma: no cover - guarded by construction
-            raise RuntimeError(f"segmentation {result.shape} != volume {volume.array.shape}")
-        return result
+        labels, confidence = predict_slices_with_confidence(
+            self.net, canonical, orientation.spacing, self.device)
+        labels = orientation.from_canonical(labels)
+        confidence = orientation.from_canonical(confidence)
+        if labels.shape != volume.array.shape:  # pragma: no cover - guarded by construction
+            raise RuntimeError(f"segmentation {labels.shape} != volume {volume.array.shape}")
+        return labels, confidence
