@@ -33,8 +33,22 @@ _SHORT = {"Normal/Mild": "normal", "Moderate": "moderate", "Severe": "SEVERE"}
 def _measure(level: dict, name: str) -> str:
     for m in level.get("measurements", []):
         if m["name"] == name:
+            if name == "listhesis":  # named by direction, never a negative slip
+                return f"{'retro' if m['value'] < 0 else 'antero'} {abs(m['value']):.1f}"
             return f"{m['value']:.1f}"
     return "-"
+
+
+def _review_lines(findings: dict) -> list[str]:
+    """Every finding a radiologist must look at twice, and why."""
+    out = []
+    for f in findings.get("findings", []):
+        review = f.get("review") or {}
+        if review.get("required"):
+            side = f" {f['side']}" if f.get("side") else ""
+            what = f"{f['level']}{side} {f['condition'].replace('_', ' ')}"
+            out.append(f"  review {what}: " + "; ".join(review.get("reasons", [])))
+    return out
 
 
 def format_table(findings: dict) -> str:
@@ -48,7 +62,7 @@ def format_table(findings: dict) -> str:
         key = f["condition"].split("_")[0] + (f"_{f['side'][0].upper()}" if f.get("side") else "")
         grades.setdefault(f["level"], {})[key] = _SHORT.get(f["grade"], "n/a") if f.get(
             "assessable") else "n/a"
-    header = (f"{'level':<6} {'canal AP':>8} {'disc a/p':>11} {'listh':>6}  "
+    header = (f"{'level':<6} {'canal AP':>8} {'disc a/p':>11} {'listhesis':>10}  "
               f"{'canal':<11} {'foramen L / R':<21} {'subarticular L / R':<21}")
     lines += [header, "-" * len(header)]
     for level in findings.get("levels", []):
@@ -57,12 +71,22 @@ def format_table(findings: dict) -> str:
                         for side in ("anterior", "posterior"))
         lines.append(
             f"{level['level']:<6} {_measure(level, 'canal_ap_diameter'):>8} {disc:>11} "
-            f"{_measure(level, 'anterolisthesis'):>6}  {g.get('spinal', '-'):<11} "
+            f"{_measure(level, 'listhesis'):>10}  {g.get('spinal', '-'):<11} "
             f"{g.get('neural_L', '-') + ' / ' + g.get('neural_R', '-'):<21} "
             f"{g.get('subarticular_L', '-') + ' / ' + g.get('subarticular_R', '-'):<21}")
     labelling = findings.get("level_labelling", {})
     if labelling.get("ambiguous"):
         lines.append("level labelling AMBIGUOUS: " + "; ".join(labelling.get("warnings", [])))
+    flagged = _review_lines(findings)
+    if flagged:
+        lines.append(f"{len(flagged)} finding(s) marked for review:")
+        lines += flagged
+    graders = sorted({f"{f['grader']} ({f.get('grader_kind')})" for f in findings.get(
+        "findings", []) if f.get("grader")})
+    if graders:
+        lines.append("graded by: " + "; ".join(graders))
+    if findings.get("notice"):
+        lines.append(findings["notice"])
     timings = findings.get("timings_s", {})
     lines.append("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
     return "\n".join(lines)

@@ -228,11 +228,27 @@ def _record(sessions: sessionmaker[Session], config: NodeConfig, job_id: int, at
         superseded = job.superseded_by is not None
         if study.state == "queued" and not superseded:
             study.state = "processed"
+        for f in document.get("findings") or []:
+            review = f.get("review") or {}
+            if not review.get("required"):
+                continue
+            # one row per flagged finding: an admin can see every disagreement and
+            # withdrawn output without opening the result objects
+            second = f.get("second_opinion") or {}
+            audit.record(session, "finding.review_required", study_uid=study.study_instance_uid,
+                         patient_id=study.patient_id, actor=worker_name, job_id=job_id,
+                         level=f["level"], condition=f["condition"], side=f.get("side"),
+                         grade=f.get("grade"), grader=f.get("grader"),
+                         reasons=review.get("reasons"), disagreement=f.get("disagreement"),
+                         second_opinion={k: second.get(k) for k in (
+                             "grader", "grade", "withdrawn")} if second else None)
         audit.record(session, "job.finished", study_uid=study.study_instance_uid,
                      patient_id=study.patient_id, actor=worker_name, job_id=job_id,
                      status=job.result_status, reason=job.reason, findings=len(
                          document.get("findings") or []), objects=sorted(outputs),
-                     timings_s=job.stage_timings, superseded=superseded)
+                     timings_s=job.stage_timings, superseded=superseded,
+                     review_required=document.get("review_required", 0),
+                     ood=document.get("ood"))
         if not superseded and job.result_status != "rejected" and dicom_meta:
             create_deliveries(session, config, job, study)
     return "done"

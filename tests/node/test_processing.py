@@ -56,8 +56,14 @@ class Analysis:
                 {"level": "L4-L5", "condition": "spinal_canal_stenosis", "grade": self.grade,
                  "probabilities": [0.1, 0.2, 0.7], "grader": "stand-in", "assessable": True},
                 {"level": "L5-S1", "condition": "spinal_canal_stenosis", "grade": "Normal/Mild",
-                 "probabilities": [0.8, 0.1, 0.1], "grader": "stand-in", "assessable": True},
+                 "probabilities": [0.8, 0.1, 0.1], "grader": "stand-in", "assessable": True,
+                 "disagreement": {"bands": 2, "grades": {"measurement": "Normal/Mild",
+                                                         "learned": "Severe"}},
+                 "second_opinion": {"grader": "learned", "grade": "Severe", "withdrawn": None},
+                 "review": {"required": True, "reasons": [
+                     "graders disagree by 2 bands (measurement Normal/Mild, learned Severe)"]}},
             ],
+            "review_required": 1,
         }
         (out / "findings.json").write_text(json.dumps(document))
         return document
@@ -115,6 +121,13 @@ def test_two_deliveries_of_one_message_run_the_analysis_once(tmp_path, node_conf
         assert analysis.calls == 1
         events = Counter(e.event_type for e in _events(sessions, job_id))
         assert (events["job.started"], events["job.finished"], events["job.skipped"]) == (1, 1, 1)
+        # the disagreement is in the audit trail with both grades, once
+        [flagged] = [e for e in _events(sessions, job_id)
+                     if e.event_type == "finding.review_required"]
+        assert (flagged.detail["level"], flagged.detail["grade"]) == ("L5-S1", "Normal/Mild")
+        assert flagged.detail["disagreement"]["grades"] == {"measurement": "Normal/Mild",
+                                                            "learned": "Severe"}
+        assert flagged.detail["second_opinion"]["grade"] == "Severe"
         [skipped] = [e for e in _events(sessions, job_id) if e.event_type == "job.skipped"]
         assert "live heartbeat" in skipped.detail["reason"]
         grades, per_dest, result_series = _recorded(sessions, job_id)
