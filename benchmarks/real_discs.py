@@ -59,16 +59,33 @@ def features(per_level: dict[str, dict[str, float]]) -> dict[str, dict[str, floa
     bodies = [m["vertebral_body_height"] for m in per_level.values()
               if "vertebral_body_height" in m]
     scale = float(np.median(bodies)) if bodies else float("nan")
+    heights = [m["disc_height_mean"] for m in per_level.values() if "disc_height_mean" in m]
+    own = float(np.median(heights)) if heights else float("nan")
     out = {}
     for level, m in per_level.items():
         row = {}
+        if "disc_height_mean" in m:
+            row["relative_height"] = m["disc_height_mean"] / own
         for name in ("disc_height_mean", "disc_height_anterior", "disc_height_posterior"):
             if name in m:
                 row[name] = m[name] / scale
         if "listhesis" in m:
             row["slip"] = abs(m["listhesis"]) / scale
+            row["slip_signed"] = m["listhesis"] / scale
+        if "canal_ap_diameter" in m:
+            row["canal_ap_mm"] = m["canal_ap_diameter"]
         out[level] = row
     return out
+
+
+def canal_grade(ap_mm: float) -> str:
+    """The measurement grader's canal grade for a canal AP diameter (its own thresholds)."""
+    from lumbar_common.vocabulary import CANAL, GRADES
+    from models.grading.measurement_grader import MeasurementGrader, ordinal_probabilities
+
+    t = MeasurementGrader().thresholds[CANAL]["ap_diameter"]
+    probs = ordinal_probabilities(ap_mm, t["moderate"], t["severe"], t["width"])
+    return GRADES[int(np.argmax(probs))]
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -149,18 +166,27 @@ def main(argv: list[str] | None = None) -> int:
             measured_levels += 1
             rows.append({"patient": img.patient, "sequence": img.sequence, "level": level,
                          "narrowing": int(g.narrowing), "listhesis": int(g.listhesis),
-                         "pfirrmann": g.pfirrmann, **feats,
+                         "pfirrmann": g.pfirrmann, "healthy": g.healthy, **feats,
                          "slip": feats.get("slip", float("nan"))})
     y_n = np.array([r["narrowing"] for r in rows])
     h = np.array([r["disc_height_mean"] for r in rows])
     raw_narrow = auc(-h, y_n)
-    cv_narrow, folds_n = cv_auc(rows, ["disc_height_mean"], "narrowing")
-    slip_rows = [r for r in rows if np.isfinite(r["slip"])]
+    narrow_feats = ["disc_height_mean", "relative_height"]
+    rows = [r for r in rows if all(np.isfinite(r.get(k, np.nan)) for k in narrow_feats)]
+    y_n = np.array([r["narrowing"] for r in rows])
+    h = np.array([r["disc_height_mean"] for r in rows])
+    raw_narrow = auc(-h, y_n)
+    cv_narrow, folds_n = cv_auc(rows, narrow_feats, "narrowing")
+    slip_rows = [r for r in rows if np.isfinite(r["slip"]) and np.isfinite(
+        r.get("slip_signed", np.nan))]
     y_l = np.array([r["listhesis"] for r in slip_rows])
     raw_slip = auc(np.array([r["slip"] for r in slip_rows]), y_l)
-    cv_slip, folds_l = cv_auc(slip_rows, ["slip"], "listhesis")
+    cv_slip, folds_l = cv_auc(slip_rows, ["slip", "slip_signed"], "listhesis")
     patients = len({r["patient"] for r in rows})
+    healthy = [r for r in rows if r["healthy"] and "canal_ap_mm" in r]
+    normal = sum(canal_grade(r["canal_ap_mm"]) == "Normal/Mild" for r in healthy)
     summary = {
+        "healthy_canal_normal_mild": normal, "healthy_with_canal": len(healthy),
         "images": len(images), "patients": patients, "graded_lumbar_discs_seen": graded_levels,
         "discs_measured": measured_levels,
         "narrowing": {"positives": int(y_n.sum()), "n": len(rows), "auc_raw": raw_narrow,
@@ -170,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"spider-midsag {args.sequence}: {len(images)} images, {patients} patients, "
           f"{measured_levels}/{graded_levels} graded lumbar discs measured")
+    print(f"expert-healthy discs whose canal AP grades Normal/Mild: {normal}/{len(healthy)}"
+          f" ({normal / max(len(healthy), 1):.1%})")
     for key in ("narrowing", "listhesis"):
         s = summary[key]
         folds = ", ".join(f"{v:.2f}" for v in s["auc_cv_folds"])
