@@ -161,14 +161,16 @@ def _chord(fit: np.ndarray, v: float, mid: float, half: float) -> float:
 
 def _body_wall(cal: _Caliper, mask: np.ndarray, centre: np.ndarray, cranial: np.ndarray,
                posterior: np.ndarray, surface: float, sign: float,
-               ref: tuple[float, float]) -> tuple[float, float] | None:
+               ref: tuple[float, float]) -> tuple[float | None, float] | None:
     """Anterior and posterior wall (t along ``posterior``) of a vertebral body next to a disc.
 
     Crossed 2-7 mm into the body from the disc surface (clear of the rounded rims and rim
-    osteophytes), parallel to the disc plane. Only crossings whose extent resembles the disc's
-    own depth count: on a slice off the midline the body merges with a pedicle or the
-    posterior arch and a crossing runs on to the spinous process, which would otherwise read
-    as a slip of several centimetres. The median of the accepted crossings is kept.
+    osteophytes), parallel to the disc plane. A crossing longer than 1.5 disc depths has run
+    on into a pedicle or the posterior arch (a slice off the midline), which would read as a
+    slip of centimetres: it is dropped. A body segmented only in part (the sacrum often is)
+    still gives its posterior wall when the crossing ends within 40 % of a disc depth of the
+    disc's posterior margin; the anterior wall needs a crossing of at least 0.6 depths.
+    The median of the accepted crossings is kept.
     """
     depth = ref[1] - ref[0]
     fronts, backs = [], []
@@ -178,15 +180,16 @@ def _body_wall(cal: _Caliper, mask: np.ndarray, centre: np.ndarray, cranial: np.
         if not runs:
             continue
         best = max(runs, key=lambda r: min(r[1], ref[1]) - max(r[0], ref[0]))
-        if min(best[1], ref[1]) - max(best[0], ref[0]) <= 0.5 * depth:
+        length = best[1] - best[0]
+        if min(best[1], ref[1]) - max(best[0], ref[0]) < 0.3 * depth or length > 1.5 * depth:
             continue
-        if not 0.6 * depth <= best[1] - best[0] <= 1.5 * depth:
-            continue
-        fronts.append(best[0])
-        backs.append(best[1])
+        if abs(best[1] - ref[1]) <= 0.4 * depth:
+            backs.append(best[1])
+        if length >= 0.6 * depth:
+            fronts.append(best[0])
     if len(backs) < 2:
         return None
-    return float(np.median(fronts)), float(np.median(backs))
+    return (float(np.median(fronts)) if len(fronts) >= 2 else None), float(np.median(backs))
 
 
 def _run_lengths(cal: _Caliper, mask: np.ndarray, centre: np.ndarray, cranial: np.ndarray,
@@ -286,7 +289,7 @@ def measure_level(volume: Volume, semantic: np.ndarray, labelling: LevelLabellin
     lower = labelling.instances.get(lower_name)
     ap = _run_at(cal.runs(disc.mask, centre, posterior, -60.0, 60.0), 0.0)
     height_runs = _run_at(cal.runs(disc.mask, centre, cranial, -25.0, 25.0), 0.0)
-    walls: dict[str, tuple[float, float] | None] = {"upper": None, "lower": None}
+    walls: dict[str, tuple[float | None, float] | None] = {"upper": None, "lower": None}
     if ap is None or height_runs is None:
         notes.append("disc heights: disc not on the mid-sagittal slice")
     else:
@@ -295,7 +298,7 @@ def measure_level(volume: Volume, semantic: np.ndarray, labelling: LevelLabellin
             if inst is not None:
                 walls[key] = _body_wall(cal, inst.mask, centre, cranial, posterior, surface,
                                         sign, ap)
-        found = [w for w in walls.values() if w is not None]
+        found = [(w[0], w[1]) for w in walls.values() if w is not None and w[0] is not None]
         span = (float(np.mean([w[0] for w in found])),
                 float(np.mean([w[1] for w in found]))) if found else None
         records, missing = _disc_heights(cal, disc.mask, span, centre, cranial, posterior, ap)

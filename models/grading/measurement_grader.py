@@ -115,7 +115,37 @@ class MeasurementGrader:
         area = im.canal_area_from_labels(anatomy, level)
         if area is not None:
             out.append(area)
-        return Grade(self._probs(CANAL, "ap_diameter", ap), None, out, roi=roi)
+        ratio = self._canal_ratio(anatomy, ap)
+        if ratio is not None:
+            out.append({"name": "canal_ap_ratio", "value": round(ratio, 3), "unit": "1",
+                        "series_instance_uid": roi.get("series_instance_uid"),
+                        "slice": roi.get("slice")})
+        return Grade(self.canal_probabilities(ap, ratio), None, out, roi=roi)
+
+    def _canal_ratio(self, anatomy: StudyAnatomy, ap: float) -> float | None:
+        """AP at this disc over the median AP of the patient's measured lumbar levels."""
+        rule = self.thresholds[CANAL].get("relative")
+        values = [float(m["value"]) for ms in anatomy.measurements.values() for m in ms
+                  if m.get("name") == "canal_ap_diameter"]
+        if rule is None or len(values) < int(rule.get("min_levels", 3)):
+            return None
+        return ap / float(np.median(values))
+
+    def canal_probabilities(self, ap: float, ratio: float | None) -> list[float]:
+        """Absolute cut-offs, with Moderate also requiring focal narrowing when known.
+
+        P(>= Moderate) = P(AP < moderate) x P(ratio < ratio_moderate), never below
+        P(Severe), which the absolute cut-off decides alone: probabilities stay ordinal.
+        """
+        t = self.thresholds[CANAL]["ap_diameter"]
+        p_ge_mod = float(expit((t["moderate"] - ap) / t["width"]))
+        p_sev = float(expit((t["severe"] - ap) / t["width"]))
+        rule = self.thresholds[CANAL].get("relative")
+        if ratio is not None and rule is not None:
+            p_ge_mod *= float(expit((rule["ratio_moderate"] - ratio) / rule["width"]))
+        p_ge_mod = max(p_ge_mod, p_sev)
+        probs = np.clip(np.array([1.0 - p_ge_mod, p_ge_mod - p_sev, p_sev]), 1e-4, None)
+        return [float(p) for p in probs / probs.sum()]
 
     def _foramen(self, anatomy: StudyAnatomy, level: LevelGeometry, side: Side) -> Grade:
         role = "sag_t1" if "sag_t1" in anatomy.volumes else None
