@@ -9,7 +9,9 @@ is compared with the expert's "Disc narrowing"; the measured slip with "Spondylo
 Two figures per finding: the raw measurement's AUC (nothing fitted), and the AUC of a
 small logistic model (normalised heights + level) under patient-level 5-fold
 cross-validation: folds by patient, never by disc or image, the model fitted on four folds
-and scored on the fifth. These are development figures on the shared patients.
+and scored on the fifth. These are development figures on the shared patients. The canal
+rule's ratio (thresholds.toml) was chosen on this run, which leaves out the segmentation's
+real test patients, so the test figures of benchmarks/real_validation.py stay untouched.
 
     .venv/bin/python benchmarks/real_discs.py [--sequence t2] [--json out.json]
 """
@@ -60,6 +62,7 @@ def features(per_level: dict[str, dict[str, float]]) -> dict[str, dict[str, floa
               if "vertebral_body_height" in m]
     scale = float(np.median(bodies)) if bodies else float("nan")
     heights = [m["disc_height_mean"] for m in per_level.values() if "disc_height_mean" in m]
+    canals = [m["canal_ap_diameter"] for m in per_level.values() if "canal_ap_diameter" in m]
     own = float(np.median(heights)) if heights else float("nan")
     out = {}
     for level, m in per_level.items():
@@ -74,18 +77,18 @@ def features(per_level: dict[str, dict[str, float]]) -> dict[str, dict[str, floa
             row["slip_signed"] = m["listhesis"] / scale
         if "canal_ap_diameter" in m:
             row["canal_ap_mm"] = m["canal_ap_diameter"]
+            if len(canals) >= 3:  # the grader's own rule (thresholds.toml, relative)
+                row["canal_ratio"] = m["canal_ap_diameter"] / float(np.median(canals))
         out[level] = row
     return out
 
 
-def canal_grade(ap_mm: float) -> str:
-    """The measurement grader's canal grade for a canal AP diameter (its own thresholds)."""
-    from lumbar_common.vocabulary import CANAL, GRADES
-    from models.grading.measurement_grader import MeasurementGrader, ordinal_probabilities
+def canal_grade(ap_mm: float, ratio: float | None) -> str:
+    """The measurement grader's canal grade (its own thresholds and relative rule)."""
+    from lumbar_common.vocabulary import GRADES
+    from models.grading.measurement_grader import MeasurementGrader
 
-    t = MeasurementGrader().thresholds[CANAL]["ap_diameter"]
-    probs = ordinal_probabilities(ap_mm, t["moderate"], t["severe"], t["width"])
-    return GRADES[int(np.argmax(probs))]
+    return GRADES[int(np.argmax(MeasurementGrader().canal_probabilities(ap_mm, ratio)))]
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -145,13 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sequence", choices=("t1", "t2", "both"), default="t2")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--include-test", action="store_true",
+                        help="also use the segmentation's real test patients (by default they "
+                             "are left out, so choices made here never see them)")
     args = parser.parse_args(argv)
+    from models.registry import load_card
+
+    test_patients = set() if args.include_test else set(load_card("segmentation")["split"]["test"])
     from models.pipeline import load_segmenter
 
     segmenter = load_segmenter("cpu")
     gradings = load_gradings()
     rows: list[dict] = []
-    images = [m for m in midsag_images() if args.sequence in ("both", m.sequence)]
+    images = [m for m in midsag_images() if args.sequence in ("both", m.sequence)
+              and m.patient not in test_patients]
     measured_levels = graded_levels = 0
     for img in images:
         per_level = measure_image(segmenter, img.path, img.row_mm, img.col_mm,
@@ -184,9 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     cv_slip, folds_l = cv_auc(slip_rows, ["slip", "slip_signed"], "listhesis")
     patients = len({r["patient"] for r in rows})
     healthy = [r for r in rows if r["healthy"] and "canal_ap_mm" in r]
-    normal = sum(canal_grade(r["canal_ap_mm"]) == "Normal/Mild" for r in healthy)
+    normal = sum(canal_grade(r["canal_ap_mm"], r.get("canal_ratio")) == "Normal/Mild"
+                 for r in healthy)
+    others = [r for r in rows if not r["healthy"] and "canal_ap_mm" in r]
+    narrowed = sum(canal_grade(r["canal_ap_mm"], r.get("canal_ratio")) != "Normal/Mild"
+                   for r in others)
     summary = {
         "healthy_canal_normal_mild": normal, "healthy_with_canal": len(healthy),
+        "other_canal_narrowed": narrowed, "other_with_canal": len(others),
         "images": len(images), "patients": patients, "graded_lumbar_discs_seen": graded_levels,
         "discs_measured": measured_levels,
         "narrowing": {"positives": int(y_n.sum()), "n": len(rows), "auc_raw": raw_narrow,
@@ -197,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"spider-midsag {args.sequence}: {len(images)} images, {patients} patients, "
           f"{measured_levels}/{graded_levels} graded lumbar discs measured")
     print(f"expert-healthy discs whose canal AP grades Normal/Mild: {normal}/{len(healthy)}"
-          f" ({normal / max(len(healthy), 1):.1%})")
+          f" ({normal / max(len(healthy), 1):.1%}); other discs graded Moderate or worse: "
+          f"{narrowed}/{len(others)}")
     for key in ("narrowing", "listhesis"):
         s = summary[key]
         folds = ", ".join(f"{v:.2f}" for v in s["auc_cv_folds"])
