@@ -279,12 +279,20 @@ def classify_series(headers: Sequence[Dataset], rules: Mapping[str, Any] | None 
         return decide(OTHER, str(exc))
     if plane == "mixed":
         return decide(OTHER, f"{plane_reason} → localizer", plane)
-    if n < int(loc["min_slices"]):
-        return decide(OTHER, f"{n} images < {loc['min_slices']} → localizer or scout", plane)
     if re.search(loc["description_regex"], description):
         return decide(OTHER, f"description {description!r} marks a localizer", plane)
     weighting, weight_reason = _weighting(ds, description, r)
     reason = f"{plane_reason}; {weight_reason}"
+    if n < int(loc["min_slices"]):
+        # A few diagnostic sagittal slices (a mid-sagittal key image, a short series) still
+        # show every disc; a scout does not: it is fast gradient echo with a very short TR.
+        tr = _number(ds, "RepetitionTime", "MRTimingAndRelatedParametersSequence")
+        few_ok = (plane == "sagittal" and weighting is not None and tr is not None
+                  and tr >= float(loc.get("few_slices_min_tr_ms", 300.0)))
+        if not few_ok:
+            return decide(OTHER, f"{n} images < {loc['min_slices']} → localizer or scout", plane)
+        return decide(f"sag_{weighting}", f"{reason}; only {n} image(s): disc findings only",
+                      plane)
     if plane == "sagittal" and weighting is not None:
         return decide(f"sag_{weighting}", reason, plane)
     if plane == "axial" and weighting == "t2":

@@ -28,6 +28,8 @@ from models.study import StudyAnatomy, Volume
 from models.volume import assemble_series
 
 SCHEMA = "lumbar-node/findings/1"
+#: fewer sagittal slices than this: disc findings only, stenosis Undetermined
+MIN_STENOSIS_SLICES = 3
 NOTICE = "AI result \u2014 not for diagnosis without review by a radiologist"
 STAGES = ("select", "assemble", "segment", "levels", "measure", "grade", "overlay", "results")
 
@@ -87,6 +89,8 @@ class _Context:
         self.confidence: np.ndarray | None = None
         #: out-of-distribution verdicts: {"segmentation": {...}, "levels": {level: {...}}}
         self.ood: dict[str, Any] = {}
+        #: why stenosis grading is skipped on a sagittal series of one or a few slices
+        self.few_slices: str | None = None
         self.labelling: LevelLabelling | None = None
         self.level_notes: dict[str, list[str]] = {}
         self.findings: list[dict] = []
@@ -126,8 +130,12 @@ def _assemble(ctx: _Context) -> None:
             stacks = [v for v in result.volumes if v is not result.main]
     sag = ctx.selection.sagittal_role
     assert sag is not None
-    if volumes[sag].array.shape[0] < 3:
-        raise Rejected(f"sagittal {sag} series has only {volumes[sag].array.shape[0]} slices")
+    n = volumes[sag].array.shape[0]
+    if n < MIN_STENOSIS_SLICES:
+        ctx.few_slices = (f"sagittal {sag} series has only {n} slice(s): stenosis grading needs "
+                          f"at least {MIN_STENOSIS_SLICES} (foramina and recesses lie off the "
+                          "midline)")
+        ctx.warnings.append(ctx.few_slices)
     ctx.anatomy = StudyAnatomy(ctx.study_uid, volumes, axial_stacks=stacks, labels_role=sag,
                                warnings=ctx.warnings)
 
@@ -180,6 +188,10 @@ def _measure(ctx: _Context) -> None:
 
 def _grade(ctx: _Context) -> None:
     assert ctx.anatomy is not None
+    if ctx.few_slices:
+        undetermined = _require("models.grading.grade", "undetermined_findings")
+        ctx.findings = undetermined(ctx.few_slices)
+        return
     grade_study = _require("models.grading", "grade_study")
     findings, card = grade_study(ctx.anatomy, ctx.device, ood=ctx.ood)
     keys = {(f["condition"], f.get("side"), f["level"]) for f in findings}

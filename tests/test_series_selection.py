@@ -101,8 +101,21 @@ def test_localizers_rejected():
         ds.SeriesInstanceUID = uid
     d = classify_series(three_plane)
     assert d.role == "other" and "multi-plane" in d.reason
-    few = classify_series(series(n=3))
-    assert few.role == "other" and "3 images" in few.reason
+    scout = classify_series(series(n=3, tr=8.0, te=4.0))  # fast gradient-echo scout
+    assert scout.role == "other" and "3 images" in scout.reason
+    few_axial = classify_series(series(n=3, iop=AX))
+    assert few_axial.role == "other" and "3 images" in few_axial.reason
+
+
+def test_a_few_diagnostic_sagittal_slices_are_kept_for_disc_findings():
+    one = classify_series(series(n=1))
+    assert one.role == "sag_t2" and "disc findings only" in one.reason
+    t1 = classify_series(series(n=2, tr=600.0, te=12.0))
+    assert t1.role == "sag_t1" and "only 2 image(s)" in t1.reason
+    # a full series still wins the role over a single key image
+    full, key = series(n=15), series(n=1)
+    chosen = select_study({full[0].SeriesInstanceUID: full, key[0].SeriesInstanceUID: key})
+    assert chosen.chosen["sag_t2"] == full[0].SeriesInstanceUID
 
 
 def test_non_mr_and_non_lumbar_rejected():

@@ -60,6 +60,17 @@ def _finding(level: str, condition: str, side: Side | None) -> dict:
             "ood": {"flagged": False, "reasons": []}}
 
 
+def undetermined_findings(reason: str) -> list[dict]:
+    """All 25 findings Undetermined for one reason (e.g. too few sagittal slices to grade)."""
+    out = []
+    for condition, side, level in finding_keys():
+        f = _finding(level, condition, side)
+        f["reason"] = reason
+        _flag(f, "Undetermined: " + reason)
+        out.append(f)
+    return out
+
+
 def _learned_opinion(pred: dict | None, card: dict | None) -> Opinion | None:
     if pred is None or card is None:
         return None
