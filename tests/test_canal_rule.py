@@ -40,3 +40,11 @@ def test_probabilities_stay_ordinal():
 def test_thresholds_carry_the_relative_rule():
     rule = MeasurementGrader().thresholds["spinal_canal_stenosis"]["relative"]
     assert 0 < rule["ratio_moderate"] < 1 and rule["min_levels"] >= 3
+
+
+def test_every_cut_off_in_the_thresholds_is_used():
+    """Cut-offs a reader finds in thresholds.toml must be the ones that grade."""
+    t = MeasurementGrader().thresholds
+    assert set(t["spinal_canal_stenosis"]) == {"ap_diameter", "relative"}
+    assert set(t["neural_foraminal_narrowing"]) == {"fat_fraction"}
+    assert set(t["subarticular_stenosis"]) == {"recess_patency"}
