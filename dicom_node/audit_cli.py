@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import sys
 from datetime import datetime
+from pathlib import Path
 
 
 def _time(text: str) -> datetime:
@@ -31,13 +33,49 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", help="overrides LUMBAR_NODE_DATABASE_URL")
 
 
+def schema_missing(url: str) -> str | None:
+    """One line saying what to run when the database is absent or not migrated, else None.
+
+    Checked before connecting: SQLite would otherwise create an empty file, and a query on
+    it would end in a traceback about a missing table.
+    """
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from dicom_node.db.session import make_engine
+
+    fix = ("run `.venv/bin/lumbar-node db upgrade` with the same LUMBAR_NODE_DATABASE_URL, or "
+           "pass --database-url of the node's database (`lumbar-node demo` prints its own)")
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not Path(parsed.database).is_file():
+            return f"no database at {parsed.database}: {fix}"
+    engine = make_engine(url)
+    try:
+        if not inspect(engine).has_table("audit_events"):
+            return f"database {parsed.render_as_string(hide_password=True)} has no audit " \
+                   f"trail yet (not migrated): {fix}"
+    except SQLAlchemyError as exc:
+        return f"cannot open database {parsed.render_as_string(hide_password=True)}: " \
+               f"{type(exc).__name__}"
+    finally:
+        engine.dispose()
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from dicom_node import audit
     from dicom_node.config import load_config
     from dicom_node.db.session import make_engine, make_sessionmaker, transaction
 
     config = load_config()
-    engine = make_engine(args.database_url or config.db_url)
+    url = args.database_url or config.db_url
+    missing = schema_missing(url)
+    if missing:
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
+    engine = make_engine(url)
     try:
         with transaction(make_sessionmaker(engine)) as session:
             rows = audit.as_dicts(audit.query(

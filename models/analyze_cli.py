@@ -27,6 +27,20 @@ def study_files(study_dir: Path) -> list[Path]:
     return sorted(p for p in study_dir.rglob("*") if p.is_file() and p.suffix.lower() not in skip)
 
 
+def split_dicom(files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Files that carry a DICOM header, and the rest (checked on the header only)."""
+    import pydicom
+
+    dicom, other = [], []
+    for path in files:
+        try:
+            pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+            dicom.append(path)
+        except Exception:  # anything pydicom cannot parse is not a DICOM file for us
+            other.append(path)
+    return dicom, other
+
+
 _SHORT = {"Normal/Mild": "normal", "Moderate": "moderate", "Severe": "SEVERE"}
 
 
@@ -99,6 +113,12 @@ def run(args: argparse.Namespace) -> int:
         files = study_files(args.study_dir)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    dicom, skipped = split_dicom(files)
+    if not dicom:
+        names = ", ".join(p.name for p in skipped[:5]) + (", …" if len(skipped) > 5 else "")
+        print(f"error: no DICOM files found in {args.study_dir} ({len(skipped)} file(s) "
+              f"skipped{': ' + names if names else ''})", file=sys.stderr)
         return 2
     try:
         findings = analyze_study(files, args.out, device=args.device, progress=not args.quiet)

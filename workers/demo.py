@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,8 @@ DEMO_PACS = "DEMOPACS"
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="out/demo", help="folder for results (default out/demo)")
     parser.add_argument("--seed", type=int, default=7, help="synthetic study seed")
-    parser.add_argument("--data-dir", help="node data folder (default: a temporary one)")
+    parser.add_argument("--data-dir", help="node data folder (default: OUT/node, beside the "
+                        "results, so nothing patient-like is left elsewhere)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait")
 
 
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="lumbar-"))
+    data_dir = Path(args.data_dir) if args.data_dir else out / "node"
     recv_port = _free_port()
     config = load_config(
         env={}, data_dir=data_dir.resolve(), dimse_host="127.0.0.1", dimse_port=_free_port(),
@@ -159,6 +159,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"delivery to {d.destination}: {d.status} after {d.attempts} attempt(s)")
         print(f"{len(received)} objects received by {DEMO_PACS} in {out / 'received'}")
         print(f"results and overlay in {results}")
+        print(f"audit trail: .venv/bin/lumbar-node audit --database-url {config.db_url} "
+              f"--study {study_uid}")
+        print(f"everything the demo wrote (synthetic patient data included) is under {out}; "
+              "delete that folder to remove it")
         return 0 if job.state == "done" and received else 1
     finally:
         worker.terminate()

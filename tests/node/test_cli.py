@@ -67,3 +67,29 @@ def test_serve_process_receives_and_audit_tells_the_story(tmp_path, node_config,
     bad = _cli(env, "audit", "--since", "yesterday")
     assert bad.returncode == 2 and "not an ISO time" in bad.stderr
     assert _cli(env, "db", "check").returncode == 0
+
+
+def test_audit_on_a_missing_or_unmigrated_database_says_what_to_run(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUMBAR_NODE_")}
+    env["LUMBAR_NODE_DATA_DIR"] = str(tmp_path / "var")
+    missing = _cli(env, "audit")
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "no database at" in missing.stderr and "db upgrade" in missing.stderr
+    assert not (tmp_path / "var").exists()  # nothing created by asking
+    empty = tmp_path / "empty.sqlite"
+    import sqlite3
+
+    sqlite3.connect(empty).execute("CREATE TABLE unrelated (a)").connection.close()
+    unmigrated = _cli(env, "audit", "--database-url", f"sqlite:///{empty}")
+    assert unmigrated.returncode == 2 and "not migrated" in unmigrated.stderr
+    assert "Traceback" not in unmigrated.stderr
+
+
+def test_analyze_on_a_folder_without_dicom_names_what_it_skipped(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.bin").write_bytes(b"not dicom")
+    result = _cli(dict(os.environ), "analyze", str(tmp_path / "in"), "--out",
+                  str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "no DICOM files found" in result.stderr and "notes.bin" in result.stderr
+    assert "results in" not in result.stdout
