@@ -27,21 +27,11 @@ import numpy as np
 from lumbar_common.vocabulary import LEVELS
 from models.levels import label_levels
 from models.measurements import measure_levels
+from models.realdata.midsag import midsag_volume
 from models.realdata.spider import load_gradings, midsag_images
-from models.study import Volume
 
 FOLDS = 5
 SEED = 20241
-
-
-def midsag_volume(image: np.ndarray, row_mm: float, col_mm: float, key: str,
-                  thickness_mm: float = 4.0) -> Volume:
-    """One slice, rows head->feet, columns anterior->posterior, as the pipeline's grid; the
-    slice is as thick as acquired, so volumes of structures on it are those of its voxels."""
-    affine = np.array([[-thickness_mm, 0.0, 0.0, 0.0], [0.0, 0.0, col_mm, 0.0],
-                       [0.0, -row_mm, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
-    return Volume("sag_t2", f"midsag-{key}", image[None].astype(np.float32), affine,
-                  (f"midsag-{key}-0",))
 
 
 def measure_image(segmenter: object, path: Path, row_mm: float, col_mm: float,
