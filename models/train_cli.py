@@ -1,4 +1,4 @@
-"""`lumbar-node train segmentation|grader ...`: one entry point for every trainable model.
+"""`lumbar-node train segmentation|grader|disc ...`: one entry point for every trainable model.
 
 The grader's options live with the grader (``models.grading.train``); this module only routes
 to it, so either trainer can change its flags without touching the other.
@@ -39,6 +39,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         grader = sub.add_parser("grader", help="learned stenosis grader (models.grading.train)",
                                 add_help=False)
         grader.add_argument("grader_args", nargs=argparse.REMAINDER)
+    importlib.import_module("models.discs.train").configure(
+        sub.add_parser("disc", help="per-disc findings from real expert gradings"))
 
 
 def _run_grader(args: argparse.Namespace) -> int:
@@ -57,6 +59,8 @@ def _run_grader(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.model == "grader":
         return _run_grader(args)
+    if args.model == "disc":
+        return int(importlib.import_module("models.discs.train").run(args) or 0)
     from models.segmentation.train import TrainConfig, train
 
     config = TrainConfig(

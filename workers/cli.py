@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("models.analyze_cli", "run the imaging pipeline on a folder of DICOM files"),
     "models": ("models.registry_cli", "list registered models and their metrics"),
     "train": ("models.train_cli", "train the segmentation network or the learned grader"),
+    "evaluate": ("models.discs.evaluate", "run a model on a folder of real images, score it"),
     "serve": ("dicom_node.serve", "run the DICOM C-STORE SCP and the HTTP server"),
     "worker": ("workers.worker_cli", "run a Celery worker (GPU or delivery queue)"),
     "db": ("dicom_node.db_cli", "database schema commands (upgrade, current, check)"),

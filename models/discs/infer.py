@@ -1,0 +1,173 @@
+"""The shipped disc grader: per-disc findings for every level the node labelled.
+
+``DiscGrader.load(device)`` checks the weights' sha256 against ``disc.json`` and
+``predict(volume, labelling)`` grades every disc of ``labelling.levels`` on the sagittal T2
+(optionally with the sagittal T1 and its own labelling: the series are not co-registered,
+so each is segmented and labelled on its own and discs are matched by level name). One disc
+is one entry::
+
+    {"level": "L4-L5",
+     "pfirrmann": {"grade": 1-5, "probabilities": [p1..p5]},
+     "modic": {"type": 0-3, "probabilities": [p0..p3]},
+     "narrowing" | "herniation" | "bulging" | "spondylolisthesis" | "endplate_upper" |
+     "endplate_lower": {"present": bool, "probability": p},
+     "assessable": bool, "reason": str | None, "model_version": str,
+     "ood": {"flagged": bool, "score": float, "threshold": float, "reason": str | None}}
+
+A disc whose crop lies mostly outside the image is not assessable: its grades, types,
+``present`` and probabilities are None and ``reason`` says why. An out-of-distribution disc
+keeps its outputs and carries the flag; the caller decides whether to show them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from models.discs.dataset import (
+    BINARY,
+    CROP_COLS,
+    CROP_ROWS,
+    ImageDiscs,
+    assessable,
+    image_discs,
+    level_code,
+)
+from models.discs.ood import EmbeddingStats, verdict
+from models.levels import LevelLabelling, semantic_from_labels
+from models.study import Volume
+
+if TYPE_CHECKING:
+    import torch
+
+MODEL_NAME = "disc"
+
+
+def _discs(volume: Volume, labelling: LevelLabelling, semantic: np.ndarray | None,
+           measurements: dict[str, list[dict]] | None, what: str) -> ImageDiscs:
+    if not isinstance(volume, Volume):
+        raise ValueError(f"{what} must be a models.study.Volume, got {type(volume).__name__}")
+    if not isinstance(labelling, LevelLabelling):
+        raise ValueError(f"labelling of the {what} must be a LevelLabelling, "
+                         f"got {type(labelling).__name__}")
+    if labelling.labels.shape != volume.array.shape:
+        raise ValueError(f"labelling of the {what} has shape {labelling.labels.shape}, "
+                         f"the volume {volume.array.shape}")
+    if semantic is None:
+        semantic = semantic_from_labels(labelling.labels)
+    return image_discs(volume, semantic, labelling, measurements=measurements)
+
+
+class DiscGrader:
+    """The registered disc model with its temperatures and out-of-distribution statistics."""
+
+    def __init__(self, net: torch.nn.Module, card: dict[str, Any], stats: EmbeddingStats,
+                 device: torch.device) -> None:
+        self.net = net
+        self.card = card
+        self.stats = stats
+        self.device = device
+        self.temperatures: dict[str, float] = card["calibration"]["temperatures"]
+        self.threshold = float(card["ood"]["threshold"])
+        self.model_version = f"{card['name']}@{card['version']}"
+
+    @classmethod
+    def load(cls, device: str = "auto", name: str = MODEL_NAME,
+             root: Path | None = None) -> DiscGrader:
+        """Load after checking the weights' sha256 against the model card."""
+        import torch
+
+        from models.discs.net import DiscNet
+        from models.registry import load_card, verify
+        from models.segmentation.infer import resolve_device
+
+        card = load_card(name, root=root)
+        weights = verify(name, root=root)
+        torch_device = resolve_device(device)
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        ood = {k: state.pop(k).float().numpy() for k in list(state) if k.startswith("ood_")}
+        net = DiscNet(**card["architecture"]["args"])
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v
+                             for k, v in state.items()})
+        return cls(net.to(torch_device).eval(), card, EmbeddingStats.from_arrays(ood),
+                   torch_device)
+
+    def predict(self, volume: Volume, labelling: LevelLabelling, *,
+                t1_volume: Volume | None = None, t1_labelling: LevelLabelling | None = None,
+                semantic: np.ndarray | None = None,
+                measurements: dict[str, list[dict]] | None = None) -> list[dict]:
+        """One entry per disc of ``labelling.levels`` (see the module docstring).
+
+        ``volume`` is the sagittal T2 (one or more slices: the slice nearest each disc
+        centre is read). ``semantic`` (the segmentation) and ``measurements`` (as from
+        :func:`models.measurements.measure_levels`) are recomputed from the labelling when
+        not given.
+        """
+        import torch
+
+        from models.discs.fit import probabilities
+
+        if (t1_volume is None) != (t1_labelling is None):
+            raise ValueError("t1_volume and t1_labelling must be given together, got "
+                             f"t1_volume={type(t1_volume).__name__}, "
+                             f"t1_labelling={type(t1_labelling).__name__}")
+        t2 = _discs(volume, labelling, semantic, measurements, "volume")
+        t1 = (_discs(t1_volume, t1_labelling, None, None, "t1_volume")
+              if t1_volume is not None and t1_labelling is not None else None)
+        levels = [g.level for g in labelling.levels]
+        if not levels:
+            return []
+        zeros = np.zeros((CROP_ROWS, CROP_COLS), np.float32)
+        crops, presence, feats, codes = [], [], [], []
+        for level in levels:
+            t1_crop = t1.crops.get(level) if t1 is not None else None
+            crops.append([t2.crops[level][0].astype(np.float32),
+                          zeros if t1_crop is None else t1_crop[0].astype(np.float32)])
+            presence.append([1.0, 0.0 if t1_crop is None else 1.0])
+            feats.append(np.concatenate(t2.features[level]))
+            codes.append(level_code(level))
+        with torch.inference_mode():
+            logits, emb = self.net.forward_with_embedding(
+                torch.as_tensor(np.asarray(crops, np.float32), device=self.device),
+                torch.as_tensor(np.asarray(presence, np.float32), device=self.device),
+                torch.as_tensor(np.asarray(feats, np.float32), device=self.device),
+                torch.as_tensor(np.asarray(codes, np.int64), device=self.device))
+        probs = probabilities(logits.float().cpu().numpy(), self.temperatures)
+        scores = self.stats.score(emb.float().cpu().numpy())
+        return [self._entry(level, i, probs, float(scores[i]), t2.outside[level])
+                for i, level in enumerate(levels)]
+
+    def _entry(self, level: str, i: int, probs: dict[str, np.ndarray], score: float,
+               outside: float) -> dict:
+        ok, reason = assessable(outside)
+        pf = [round(float(p), 4) for p in probs["pfirrmann"][i]]
+        mo = [round(float(p), 4) for p in probs["modic"][i]]
+        entry: dict[str, Any] = {
+            "level": level,
+            "pfirrmann": {"grade": int(np.argmax(pf)) + 1 if ok else None,
+                          "probabilities": pf if ok else None},
+            "modic": {"type": int(np.argmax(mo)) if ok else None,
+                      "probabilities": mo if ok else None},
+        }
+        for name in BINARY:
+            p = float(probs[name][i])
+            entry[name] = {"present": bool(p >= 0.5) if ok else None,
+                           "probability": round(p, 4) if ok else None}
+        entry.update({"assessable": ok, "reason": reason, "model_version": self.model_version,
+                      "ood": verdict(score, self.threshold)})
+        return entry
+
+    def predict_images(self, segmenter: object, t2: Volume,
+                       t1: Volume | None = None) -> list[dict]:
+        """Segment and label the T2 (and the T1 on its own), then :meth:`predict`."""
+        from models.levels import label_levels
+
+        semantic = segmenter.segment(t2)  # type: ignore[attr-defined]
+        labelling = label_levels(t2, semantic)
+        t1_labelling = None
+        if t1 is not None:
+            t1_labelling = label_levels(t1, segmenter.segment(t1))  # type: ignore[attr-defined]
+        return self.predict(t2, labelling, t1_volume=t1, t1_labelling=t1_labelling,
+                            semantic=semantic)
