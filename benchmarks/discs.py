@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=realdata_root() / "spider-midsag")
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--seed", type=int, default=20250)
     parser.add_argument("--copies", type=int, default=DEFAULT_COPIES)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)

@@ -132,16 +132,25 @@ def train_net(data: dict[str, np.ndarray], idx: np.ndarray, *, epochs: int, seed
 
 
 @torch.inference_mode()
-def infer(net: DiscNet, data: dict[str, np.ndarray], idx: np.ndarray,
-          batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and embeddings of the exact (unjittered) crops."""
+def infer(net: DiscNet, data: dict[str, np.ndarray], idx: np.ndarray, batch: int = 128,
+          tta: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (averaged over the exact and the jittered crops with ``tta``: the labelling's
+    placement error then matters less) and embeddings of the exact crops."""
     net.eval()
+    copies = data["t2"].shape[1] if tta else 1
     logits, embs = [], []
     for start in range(0, len(idx), batch):
-        b = _batch(data, idx[start:start + batch])
-        lo, em = net.forward_with_embedding(b["crops"], b["presence"], b["feats"], b["level"])
-        logits.append(lo.numpy())
-        embs.append(em.numpy())
+        sel = idx[start:start + batch]
+        total = None
+        for c in range(copies):
+            b = _batch(data, sel, np.full(len(sel), c))
+            lo, em = net.forward_with_embedding(b["crops"], b["presence"], b["feats"],
+                                                b["level"])
+            total = lo if total is None else total + lo
+            if c == 0:
+                embs.append(em.numpy())
+        assert total is not None
+        logits.append((total / copies).numpy())
     return np.concatenate(logits), np.concatenate(embs)
 
 

@@ -17,6 +17,10 @@ is one entry::
 A disc whose crop lies mostly outside the image is not assessable: its grades, types,
 ``present`` and probabilities are None and ``reason`` says why. An out-of-distribution disc
 keeps its outputs and carries the flag; the caller decides whether to show them.
+
+The logits are averaged over the exact crop and ``calibration.tta_copies`` jittered ones
+(drawn with a fixed seed, so a rerun gives identical outputs), as in the cross-validation
+the temperatures were fitted on; the out-of-distribution score reads the exact crop.
 """
 
 from __future__ import annotations
@@ -43,10 +47,13 @@ if TYPE_CHECKING:
     import torch
 
 MODEL_NAME = "disc"
+#: seed of the jittered crops averaged at test time (their number is in the card)
+TTA_SEED = 0
 
 
 def _discs(volume: Volume, labelling: LevelLabelling, semantic: np.ndarray | None,
-           measurements: dict[str, list[dict]] | None, what: str) -> ImageDiscs:
+           measurements: dict[str, list[dict]] | None, what: str,
+           copies: int) -> ImageDiscs:
     if not isinstance(volume, Volume):
         raise ValueError(f"{what} must be a models.study.Volume, got {type(volume).__name__}")
     if not isinstance(labelling, LevelLabelling):
@@ -57,7 +64,9 @@ def _discs(volume: Volume, labelling: LevelLabelling, semantic: np.ndarray | Non
                          f"the volume {volume.array.shape}")
     if semantic is None:
         semantic = semantic_from_labels(labelling.labels)
-    return image_discs(volume, semantic, labelling, measurements=measurements)
+    # the jittered copies are drawn the same way for every call: identical outputs on reruns
+    return image_discs(volume, semantic, labelling, copies, np.random.default_rng(TTA_SEED),
+                       measurements=measurements)
 
 
 class DiscGrader:
@@ -72,6 +81,7 @@ class DiscGrader:
         self.temperatures: dict[str, float] = card["calibration"]["temperatures"]
         self.threshold = float(card["ood"]["threshold"])
         self.model_version = f"{card['name']}@{card['version']}"
+        self.tta_copies = int(card["calibration"].get("tta_copies", 0))
 
     @classmethod
     def load(cls, device: str = "auto", name: str = MODEL_NAME,
@@ -113,27 +123,33 @@ class DiscGrader:
             raise ValueError("t1_volume and t1_labelling must be given together, got "
                              f"t1_volume={type(t1_volume).__name__}, "
                              f"t1_labelling={type(t1_labelling).__name__}")
-        t2 = _discs(volume, labelling, semantic, measurements, "volume")
-        t1 = (_discs(t1_volume, t1_labelling, None, None, "t1_volume")
+        k = self.tta_copies
+        t2 = _discs(volume, labelling, semantic, measurements, "volume", k)
+        t1 = (_discs(t1_volume, t1_labelling, None, None, "t1_volume", k)
               if t1_volume is not None and t1_labelling is not None else None)
         levels = [g.level for g in labelling.levels]
         if not levels:
             return []
-        zeros = np.zeros((CROP_ROWS, CROP_COLS), np.float32)
+        zeros = np.zeros((1 + k, CROP_ROWS, CROP_COLS), np.float32)
         crops, presence, feats, codes = [], [], [], []
         for level in levels:
             t1_crop = t1.crops.get(level) if t1 is not None else None
-            crops.append([t2.crops[level][0].astype(np.float32),
-                          zeros if t1_crop is None else t1_crop[0].astype(np.float32)])
+            crops.append(np.stack([t2.crops[level].astype(np.float32),
+                                   zeros if t1_crop is None else t1_crop.astype(np.float32)],
+                                  axis=1))  # [1 + k, 2, H, W]
             presence.append([1.0, 0.0 if t1_crop is None else 1.0])
             feats.append(np.concatenate(t2.features[level]))
             codes.append(level_code(level))
+        x = torch.as_tensor(np.asarray(crops, np.float32), device=self.device)
+        args = [torch.as_tensor(np.asarray(a), device=self.device) for a in (
+            np.asarray(presence, np.float32), np.asarray(feats, np.float32),
+            np.asarray(codes, np.int64))]
         with torch.inference_mode():
-            logits, emb = self.net.forward_with_embedding(
-                torch.as_tensor(np.asarray(crops, np.float32), device=self.device),
-                torch.as_tensor(np.asarray(presence, np.float32), device=self.device),
-                torch.as_tensor(np.asarray(feats, np.float32), device=self.device),
-                torch.as_tensor(np.asarray(codes, np.int64), device=self.device))
+            # the exact crop gives the embedding; logits average over exact + jittered crops
+            logits, emb = self.net.forward_with_embedding(x[:, 0], *args)
+            for c in range(1, k + 1):
+                logits = logits + self.net(x[:, c], *args)
+            logits = logits / (k + 1)
         probs = probabilities(logits.float().cpu().numpy(), self.temperatures)
         scores = self.stats.score(emb.float().cpu().numpy())
         return [self._entry(level, i, probs, float(scores[i]), t2.outside[level])

@@ -48,7 +48,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="spider-midsag folder (images/, series.csv, gradings.csv)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("models/weights"))
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--seed", type=int, default=20250)
     parser.add_argument("--copies", type=int, default=DEFAULT_COPIES,
                         help="jittered crops cached per disc and image")
@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
             "kind": "development figures: patient-level cross-validation on the training "
                     "patients (design chosen on them), calibrated out-of-fold probabilities",
             **{f: cv["summary"][f] for f in FINDINGS}}},
-        "calibration": {"temperatures": cv["temperatures"],
+        "calibration": {"temperatures": cv["temperatures"], "tta_copies": args.copies,
                         "fitted_on": "out-of-fold logits of the patient-level CV",
                         "note": "class-balanced training: probabilities are those of balanced "
                                 "classes; 'present' is probability >= 0.5"},
