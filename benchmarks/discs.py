@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from models.discs.dataset import DEFAULT_CACHE, DEFAULT_COPIES, build_samples
-from models.discs.metrics import table
+from models.discs.metrics import headline, table
 from models.discs.train import FINDINGS, MODEL_NAME, cross_validate
 from models.realdata.spider import realdata_root
 
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                     "patients (design chosen on them), calibrated out-of-fold probabilities",
             **{f: cv["summary"][f] for f in FINDINGS},
             "command": "python benchmarks/discs.py --write-card"})
+        update_card(MODEL_NAME, ("metrics", "validation_cv_means"), headline(cv["summary"]))
     return 0
 
 

@@ -121,3 +121,15 @@ def table(summary: dict[str, dict[str, float]]) -> str:
             lines.append(f"{finding:18s} {base:30s} {row[key]:7.3f} {row[base + '_sd']:6.3f}"
                          f"  {goal}")
     return "\n".join(lines)
+
+
+def headline(summary: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The goal figures' fold means as one flat group (what ``lumbar-node models list``
+    shows)."""
+    out = {}
+    for name in GOALS:
+        finding, key = name.split(".")
+        value = summary.get(finding, {}).get(f"{key}_mean")
+        if value is not None:
+            out[name] = value
+    return out

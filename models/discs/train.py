@@ -31,7 +31,7 @@ from models.discs.dataset import (
     N_LOGITS,
     build_samples,
 )
-from models.discs.metrics import finding_metrics, summarise, table
+from models.discs.metrics import finding_metrics, headline, summarise, table
 from models.discs.ood import EmbeddingStats, threshold_from
 
 MODEL_NAME = "disc"
@@ -187,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
         "metrics": {"validation_cv": {
             "kind": "development figures: patient-level cross-validation on the training "
                     "patients (design chosen on them), calibrated out-of-fold probabilities",
-            **{f: cv["summary"][f] for f in FINDINGS}}},
+            **{f: cv["summary"][f] for f in FINDINGS}},
+            "validation_cv_means": headline(cv["summary"])},
         "calibration": {"temperatures": cv["temperatures"], "tta_copies": args.copies,
                         "fitted_on": "out-of-fold logits of the patient-level CV",
                         "note": "class-balanced training: probabilities are those of balanced "
