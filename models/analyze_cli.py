@@ -53,15 +53,40 @@ def _measure(level: dict, name: str) -> str:
     return "-"
 
 
+_DISC_FLAGS = (("narrowing", "narrowed"), ("bulging", "bulge"), ("herniation", "herniation"),
+               ("spondylolisthesis", "listhesis"), ("endplate_upper", "upper endplate"),
+               ("endplate_lower", "lower endplate"))
+
+
+def _disc_lines(discs: list[dict]) -> list[str]:
+    """One line per disc: Pfirrmann, Modic and the findings called present."""
+    if not discs:
+        return []
+    out = [f"{'disc':<6} {'Pfirrmann':>9} {'Modic':>5}  findings present (probability)"]
+    for d in discs:
+        if not d.get("assessable"):
+            out.append(f"{d['level']:<6} {'n/a':>9} {'n/a':>5}  {d.get('reason') or ''}")
+            continue
+        present = [f"{label} {d[key]['probability']:.2f}" for key, label in _DISC_FLAGS
+                   if (d.get(key) or {}).get("present")]
+        out.append(f"{d['level']:<6} {d['pfirrmann']['grade']:>9} {d['modic']['type']:>5}  "
+                   + (", ".join(present) or "none"))
+    return out
+
+
 def _review_lines(findings: dict) -> list[str]:
-    """Every finding a radiologist must look at twice, and why."""
-    out = []
+    """Every finding a radiologist must look at twice, grouped by the reason why."""
+    by_reason: dict[str, list[str]] = {}
     for f in findings.get("findings", []):
         review = f.get("review") or {}
         if review.get("required"):
             side = f" {f['side']}" if f.get("side") else ""
             what = f"{f['level']}{side} {f['condition'].replace('_', ' ')}"
-            out.append(f"  review {what}: " + "; ".join(review.get("reasons", [])))
+            by_reason.setdefault("; ".join(review.get("reasons", [])), []).append(what)
+    out = []
+    for reason, which in by_reason.items():
+        names = ", ".join(which) if len(which) <= 3 else f"{len(which)} findings"
+        out.append(f"  review {names}: {reason}")
     return out
 
 
@@ -91,9 +116,12 @@ def format_table(findings: dict) -> str:
     labelling = findings.get("level_labelling", {})
     if labelling.get("ambiguous"):
         lines.append("level labelling AMBIGUOUS: " + "; ".join(labelling.get("warnings", [])))
+    lines += _disc_lines(findings.get("disc_findings") or [])
     flagged = _review_lines(findings)
     if flagged:
-        lines.append(f"{len(flagged)} finding(s) marked for review:")
+        count = sum(1 for f in findings.get("findings", [])
+                    if (f.get("review") or {}).get("required"))
+        lines.append(f"{count} finding(s) marked for review:")
         lines += flagged
     graders = sorted({f"{f['grader']} ({f.get('grader_kind')})" for f in findings.get(
         "findings", []) if f.get("grader")})

@@ -31,7 +31,8 @@ SCHEMA = "lumbar-node/findings/1"
 #: fewer sagittal slices than this: disc findings only, stenosis Undetermined
 MIN_STENOSIS_SLICES = 3
 NOTICE = "AI result \u2014 not for diagnosis without review by a radiologist"
-STAGES = ("select", "assemble", "segment", "levels", "measure", "grade", "overlay", "results")
+STAGES = ("select", "assemble", "segment", "levels", "measure", "grade", "discs", "overlay",
+          "results")
 
 
 class PipelineError(RuntimeError):
@@ -89,6 +90,7 @@ class _Context:
         self.confidence: np.ndarray | None = None
         #: out-of-distribution verdicts: {"segmentation": {...}, "levels": {level: {...}}}
         self.ood: dict[str, Any] = {}
+        self.disc_findings: list[dict] = []
         #: why stenosis grading is skipped on a sagittal series of one or a few slices
         self.few_slices: str | None = None
         self.labelling: LevelLabelling | None = None
@@ -201,6 +203,31 @@ def _grade(ctx: _Context) -> None:
     ctx.models.update(card)
 
 
+def _discs(ctx: _Context) -> None:
+    """Per-disc findings from the disc grader (trained on real expert gradings)."""
+    assert ctx.anatomy is not None and ctx.labelling is not None and ctx.semantic is not None
+    grader_cls = _require("models.discs.infer", "DiscGrader")
+    withdraw = _require("models.discs.infer", "withdraw_out_of_distribution")
+    try:
+        grader = grader_cls.load(device=ctx.device)
+    except (KeyError, OSError, ValueError) as exc:
+        raise PipelineError(f"disc grader cannot be loaded: {exc}") from exc
+    ctx.models["disc_grader"] = {k: grader.card.get(k) for k in ("name", "version", "sha256")}
+    t1 = ctx.anatomy.volumes.get("sag_t1")
+    t1_labelling = None
+    if t1 is not None and ctx.segmenter is not None:
+        try:
+            t1_labelling = label_levels(t1, np.asarray(ctx.segmenter.segment(t1)).astype(
+                np.uint8))
+        except ValueError as exc:
+            ctx.warnings.append(f"disc findings: sagittal T1 not labelled ({exc}); T2 only")
+            t1, t1_labelling = None, None
+    volume = ctx.anatomy.volumes[ctx.anatomy.labels_role]
+    entries = grader.predict(volume, ctx.labelling, t1_volume=t1, t1_labelling=t1_labelling,
+                             semantic=ctx.semantic, measurements=ctx.anatomy.measurements)
+    ctx.disc_findings = [withdraw(e) for e in entries]
+
+
 def _overlay(ctx: _Context) -> None:
     assert ctx.anatomy is not None
     volume = ctx.anatomy.volumes[ctx.anatomy.labels_role]
@@ -218,7 +245,8 @@ def _results(ctx: _Context) -> None:
 
 _STAGE_FUNCS: dict[str, Callable[[_Context], None]] = {
     "select": _select, "assemble": _assemble, "segment": _segment, "levels": _levels,
-    "measure": _measure, "grade": _grade, "overlay": _overlay, "results": _results,
+    "measure": _measure, "grade": _grade, "discs": _discs, "overlay": _overlay,
+    "results": _results,
 }
 
 
@@ -263,7 +291,8 @@ def _document(ctx: _Context, rejected: str | None = None) -> dict:
         "schema": SCHEMA, "status": status, "reason": reason,
         "study_instance_uid": ctx.study_uid, "series": _series_entries(ctx),
         "models": ctx.models, "levels": _level_entries(ctx), "level_labelling": labelling,
-        "findings": ctx.findings, "rsna": rsna, "ood": ctx.ood,
+        "findings": ctx.findings, "disc_findings": ctx.disc_findings, "rsna": rsna,
+        "ood": ctx.ood,
         "review_required": sum(1 for f in ctx.findings if f.get("review", {}).get("required")),
         "notice": NOTICE, "warnings": list(ctx.warnings),
         "timings_s": dict(ctx.timings),

@@ -68,3 +68,12 @@ def test_a_single_mid_sagittal_slice_gives_measurements_and_undetermined_stenosi
             lo, hi, _ = RANGES.get(m["name"], (-np.inf, np.inf, ""))
             assert lo <= m["value"] <= hi, (lv["level"], m)
     assert Path(tmp_path / "out" / "sr.dcm").is_file()
+    # disc findings need only the mid-sagittal slice
+    discs = doc["disc_findings"]
+    assert [d["level"] for d in discs] == ["L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1"]
+    for d in discs:
+        assert d["assessable"] and d["model_version"], d
+        assert 1 <= d["pfirrmann"]["grade"] <= 5
+        assert abs(sum(d["pfirrmann"]["probabilities"]) - 1) < 1e-3
+        assert 0 <= d["narrowing"]["probability"] <= 1
+    assert doc["models"]["disc_grader"]["name"] == "disc"

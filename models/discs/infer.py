@@ -187,3 +187,21 @@ class DiscGrader:
             t1_labelling = label_levels(t1, segmenter.segment(t1))  # type: ignore[attr-defined]
         return self.predict(t2, labelling, t1_volume=t1, t1_labelling=t1_labelling,
                             semantic=semantic)
+
+
+def withdraw_out_of_distribution(entry: dict) -> dict:
+    """The entry as the node reports it: an out-of-distribution disc's outputs withdrawn.
+
+    A learned output on input unlike its training data is not shown as a finding; the
+    reason says why, and the gate's verdict stays with the entry.
+    """
+    ood = entry.get("ood") or {}
+    if not ood.get("flagged") or not entry.get("assessable"):
+        return entry
+    out = dict(entry)
+    for key, value in entry.items():
+        if isinstance(value, dict) and key != "ood":
+            out[key] = {k: None for k in value}
+    out["assessable"] = False
+    out["reason"] = f"out of distribution: {ood.get('reason') or 'disc unlike the training data'}"
+    return out
