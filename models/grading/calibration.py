@@ -1,19 +1,24 @@
-"""Temperature scaling of grader logits (and the class-prior correction beside it).
+"""Temperature scaling of grader logits, and the class-prior correction kept beside it.
 
 A network trained to low loss is usually over-confident on unseen studies; the RSNA metric
 punishes confident mistakes hard. One scalar temperature per condition group, fitted on a
 validation split the network never trained on, fixes the confidence without changing any
-predicted grade (argmax is invariant to the temperature) — Guo et al. 2017.
+predicted grade (argmax is invariant to a positive temperature) — Guo et al. 2017. This is
+the only calibration the learned grader applies (:func:`calibrated`).
 
-When training studies over-represent abnormal grades (they are slow to generate, so each one
-should teach as much as possible), the network's class prior is wrong for real prevalence;
-a per-class logit offset fitted together with the temperature on natural-prevalence
-validation studies undoes that shift (a label-shift correction).
+When training studies over-represent abnormal grades, the network's class prior is wrong for
+natural prevalence; per-class logit offsets fitted on natural-prevalence validation studies
+undo that shift (a label-shift correction, :func:`fit_temperature_bias`). Offsets *can*
+change the decision (raw logits [0, 0.5, 2.0] with offsets [0, -0.11, -2.52] turn Severe
+into Moderate), so a grade would no longer be the network's own. The grader therefore does
+not use them; :func:`apply_calibration` applies offsets only where they keep each input's
+argmax (per input, otherwise that input gets the temperature alone), unless a caller asks
+for the unconstrained correction explicitly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -57,12 +62,31 @@ def fit_temperature(logits: np.ndarray, labels: Sequence[int], weighted: bool = 
     return float(np.exp(res.x))
 
 
+def calibrated(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature-scaled probabilities: same argmax as ``logits``, honest confidence."""
+    if not float(temperature) > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    return softmax(logits, float(temperature))
+
+
 def apply_calibration(logits: np.ndarray, temperature: float,
-                      bias: np.ndarray | list[float] | None = None) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64) / float(temperature)
-    if bias is not None:
-        z = z + np.asarray(bias, dtype=np.float64)
-    return softmax(z)
+                      bias: np.ndarray | list[float] | None = None,
+                      preserve_argmax: bool = True) -> np.ndarray:
+    """Temperature plus optional class-prior offsets.
+
+    With ``preserve_argmax`` (the default) an input whose argmax the offsets would change
+    gets the temperature alone, so the decision stays the network's; pass False only to
+    study the unconstrained label-shift correction.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    p_t = calibrated(z, temperature)
+    if bias is None:
+        return p_t
+    p_b = softmax(z / float(temperature) + np.asarray(bias, dtype=np.float64))
+    if not preserve_argmax:
+        return p_b
+    keep = (np.argmax(p_b, axis=-1) == np.argmax(z, axis=-1))[..., None]
+    return np.where(keep, p_b, p_t)
 
 
 def fit_temperature_bias(logits: np.ndarray, labels: Sequence[int],
@@ -80,7 +104,7 @@ def fit_temperature_bias(logits: np.ndarray, labels: Sequence[int],
     def loss(params: np.ndarray) -> float:
         t = float(np.exp(np.clip(params[0], np.log(T_MIN), np.log(T_MAX))))
         bias = np.r_[0.0, params[1:]]
-        p = np.clip(apply_calibration(z, t, bias), 1e-15, 1.0)
+        p = np.clip(apply_calibration(z, t, bias, preserve_argmax=False), 1e-15, 1.0)
         # a weak pull towards no offset keeps a class absent from validation finite
         return float(np.sum(-w * np.log(p[np.arange(len(y)), y])) / np.sum(w)
                      + 1e-3 * np.sum(params[1:] ** 2))
@@ -90,3 +114,29 @@ def fit_temperature_bias(logits: np.ndarray, labels: Sequence[int],
                    options={"maxiter": 2000, "xatol": 1e-4, "fatol": 1e-7})
     t = float(np.exp(np.clip(res.x[0], np.log(T_MIN), np.log(T_MAX))))
     return t, [0.0] + [float(b) for b in res.x[1:]]
+
+
+def fit_group_temperatures(data: Mapping[str, np.ndarray], logits: np.ndarray,
+                           lss_logits: np.ndarray, groups: Sequence[str]) -> dict[str, dict]:
+    """One temperature per condition group (and the LSS head) from a validation split.
+
+    ``groups[j]`` names the group of output ``j``; outputs whose series was absent
+    (``data["presence"]``: sagittal T1, axial T2) or whose label is unknown (-1) do not count.
+    """
+    calib: dict[str, dict] = {}
+    t1 = data["presence"][:, 0] > 0
+    ax = data["presence"][:, 1] > 0
+    for group in dict.fromkeys(groups):
+        cols = [j for j, g in enumerate(groups) if g == group]
+        ok = ax if group == "subarticular" else t1 if group == "foramen" else np.ones_like(t1)
+        z = np.concatenate([logits[ok, j] for j in cols])
+        y = np.concatenate([data["y"][ok, j] for j in cols])
+        z, y = z[y >= 0], y[y >= 0]
+        if len(y) == 0:
+            continue  # nothing labelled for this group: leave it uncalibrated
+        calib[group] = {"temperature": round(fit_temperature(z, y), 4)}
+    valid = (data["y_lss"] >= 0) & t1[:, None]
+    if valid.any():  # no LSS grades (public RSNA data): the LSS head is not reported
+        temp = fit_temperature(lss_logits[valid], data["y_lss"][valid], weighted=False)
+        calib["lss"] = {"temperature": round(temp, 4)}
+    return calib
