@@ -7,6 +7,10 @@ graders from segmentation error. Prints, for the learned and the measurement gra
 the uniform baseline: the RSNA 2024 score and its ratio to the baseline, per-condition
 confusion matrices, whether any Severe finding was called Normal/Mild, LSS 4-grade accuracy
 and macro-F1 (learned grader), and CPU time per study of ``grade_study``.
+
+``--write-card`` writes the learned grader's figures into its card as ``metrics.test``
+(these seeds are never used for training, epoch selection or calibration; the weights are
+verified before the card is touched). Run it once per set of weights.
 """
 
 from __future__ import annotations
@@ -32,7 +36,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=900000, help="first seed (outside training)")
     p.add_argument("--work", type=Path, default=None, help="keep generated studies here")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    p.add_argument("--write-card", action="store_true",
+                   help="write the learned grader's figures into its card as metrics.test")
     return p
+
+
+def card_test_block(report: dict, args: argparse.Namespace) -> dict:
+    """The learned grader's ``metrics.test`` group, from this run's report."""
+    learned = report["learned"]
+    block = {"studies": report["studies"], "seeds": report["seeds"],
+             "levels": "ground truth", "rsna_score": round(learned["rsna"]["score"], 4)}
+    block.update({k: round(v, 4) for k, v in learned["rsna"].items() if k != "score"})
+    block.update({"uniform_score": round(report["uniform"]["score"], 4),
+                  "ratio_to_uniform": round(learned["ratio_to_uniform"], 4),
+                  "severe_called_normal_mild": learned["severe_called_normal_mild"],
+                  "not_assessable": learned["not_assessable"]})
+    if "lss" in learned:
+        block.update({"lss_accuracy": round(learned["lss"]["accuracy"], 4),
+                      "lss_macro_f1": round(learned["lss"]["macro_f1"], 4)})
+    block["command"] = (f"python benchmarks/grading.py --studies {args.studies} "
+                        f"--seed {args.seed} --write-card")
+    return block
 
 
 def _check_unseen(seeds: list[int], card: dict) -> None:
@@ -134,6 +158,14 @@ def main(argv: list[str] | None = None) -> int:
           f"(both graders, {len(SIDES) * 10 + 5} findings)")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
+    if args.write_card:
+        if learned is None:
+            print("no learned grader: nothing written into a card")
+            return 1
+        from models import registry
+
+        path = registry.update_card("grader", ("metrics", "test"), card_test_block(report, args))
+        print(f"wrote metrics.test into {path}")
     return 0
 
 

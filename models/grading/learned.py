@@ -43,6 +43,29 @@ def _encoder(width: int, slices: int) -> nn.Module:
                   feed_forward=False, shortcut_type="A")
 
 
+def encode(encoder: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The encoder's output and its multi-scale embedding: every stage's channel means and
+    (where a stage still has spatial extent) channel standard deviations.
+
+    Runs the MONAI ResNet's own modules in its own order, so the output equals
+    ``encoder(x)``. The early stages carry texture and contrast that the last stage averages
+    away (noise, another sequence), which the out-of-distribution gate needs — Lee et al.
+    2018 use every stage for the same reason; on pure-noise crops the last stage alone let
+    over half the foraminal and most subarticular crops through.
+    """
+    x = encoder.act(encoder.bn1(encoder.conv1(x)))  # type: ignore[operator]
+    if not encoder.no_max_pool:
+        x = encoder.maxpool(x)  # type: ignore[operator]
+    pooled = []
+    for layer in (encoder.layer1, encoder.layer2, encoder.layer3, encoder.layer4):
+        x = layer(x)  # type: ignore[operator]
+        pooled.append(x.mean(dim=(2, 3)))
+        if x.shape[2] * x.shape[3] > 1:
+            pooled.append(x.std(dim=(2, 3)))
+    out = encoder.avgpool(x).flatten(1)  # type: ignore[operator]
+    return out, torch.cat(pooled, dim=1)
+
+
 class GraderNet(nn.Module):
     """Inputs per level: canal [B,3,H,W], foramina [B,5,H,W] x2, axials [B,3,H,W] x2."""
 
@@ -66,13 +89,32 @@ class GraderNet(nn.Module):
                 level: torch.Tensor, feats: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (logits [B,5,3], lss logits [B,2,4])."""
+        logits, lss, _ = self.forward_with_embeddings(canal, for_l, for_r, ax_l, ax_r,
+                                                      presence, level, feats)
+        return logits, lss
+
+    def forward_with_embeddings(self, canal: torch.Tensor, for_l: torch.Tensor,
+                                for_r: torch.Tensor, ax_l: torch.Tensor, ax_r: torch.Tensor,
+                                presence: torch.Tensor, level: torch.Tensor,
+                                feats: torch.Tensor | None = None
+                                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits plus each crop's multi-scale embedding (:func:`encode`), before presence
+        masking.
+
+        The embeddings are what the out-of-distribution gate
+        (:mod:`models.grading.grader_ood`) measures: one forward pass serves both.
+        """
         t1 = presence[:, 0:1]
         ax = presence[:, 1:2]
+        crops = {"canal": (self.canal, canal), "for_l": (self.foramen, for_l),
+                 "for_r": (self.foramen, for_r), "ax_l": (self.axial, ax_l),
+                 "ax_r": (self.axial, ax_r)}
+        enc = {k: encode(e, x) for k, (e, x) in crops.items()}
+        feat = {k: v[0] for k, v in enc.items()}
+        emb = {k: v[1] for k, v in enc.items()}
         parts = [
-            self.canal(canal),
-            self.foramen(for_l) * t1, self.foramen(for_r) * t1,
-            self.axial(ax_l) * ax, self.axial(ax_r) * ax,
-            presence, nn.functional.one_hot(level, N_LEVELS).float(),
+            feat["canal"], feat["for_l"] * t1, feat["for_r"] * t1, feat["ax_l"] * ax,
+            feat["ax_r"] * ax, presence, nn.functional.one_hot(level, N_LEVELS).float(),
         ]
         if self.use_features:
             if feats is None:
@@ -82,4 +124,4 @@ class GraderNet(nn.Module):
         f = torch.cat(parts, dim=1)
         out = self.head(f)
         n3 = 3 * len(OUTPUTS)
-        return out[:, :n3].reshape(-1, len(OUTPUTS), 3), out[:, n3:].reshape(-1, 2, 4)
+        return (out[:, :n3].reshape(-1, len(OUTPUTS), 3), out[:, n3:].reshape(-1, 2, 4), emb)

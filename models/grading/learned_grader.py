@@ -2,9 +2,15 @@
 
 Weights and their model card live in the model registry (``models/weights/grader.pt`` /
 ``grader.json``, :mod:`models.registry`); the card's sha256 is checked on load so a
-finding's model_version always names the exact weights that produced it. Temperatures
-fitted at training time are stored in the
-checkpoint.
+finding's model_version always names the exact weights that produced it.
+
+The checkpoint also carries what was fitted after training on held-out synthetic studies:
+one temperature per condition group (probabilities only; the grade is always the network's
+own argmax — class-prior offsets of older checkpoints are ignored, see
+:mod:`models.grading.calibration`) and the statistics of the out-of-distribution gate
+(:mod:`models.grading.grader_ood`). Every prediction carries the gate's verdict (``ood``),
+because a network trained on synthetic studies answers confidently on real MRI it has never
+seen; the caller decides what a flagged prediction may still be used for.
 """
 
 from __future__ import annotations
@@ -14,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from lumbar_common.vocabulary import CANAL, FORAMEN, LEVELS, SUBARTICULAR
-from models.grading.calibration import apply_calibration
+from models.grading.calibration import calibrated
 from models.grading.dataset import level_inputs
+from models.grading.grader_ood import OodGate
 from models.grading.roi import canal_crop, foramen_crop, subarticular_crop
 from models.study import StudyAnatomy
 
@@ -27,6 +34,8 @@ OUTPUT_KEYS: tuple[tuple[str, str | None, str], ...] = (
     (CANAL, None, "canal"), (FORAMEN, "left", "foramen"), (FORAMEN, "right", "foramen"),
     (SUBARTICULAR, "left", "subarticular"), (SUBARTICULAR, "right", "subarticular"),
 )
+#: output index -> crop (encoder input) whose embedding the gate scores
+OUTPUT_CROPS: tuple[str, ...] = ("canal", "for_l", "for_r", "ax_l", "ax_r")
 
 
 class LearnedUnavailable(RuntimeError):
@@ -47,12 +56,15 @@ class LearnedGrader:
     def __init__(self, net: object, checkpoint: dict, card: dict, device: str) -> None:
         self.net = net
         self.calibration: dict[str, dict] = checkpoint.get("calibration", {})
+        self.gate = OodGate.from_checkpoint(checkpoint)
         self.card = card
         self.device = device
 
     @property
     def card_summary(self) -> dict:
-        return {k: self.card.get(k) for k in ("name", "version", "sha256", "summary", "metrics")}
+        return {k: self.card.get(k) for k in (
+            "name", "version", "sha256", "summary", "training_data_kind", "validated_on_real",
+            "metrics")}
 
     @classmethod
     def load(cls, device: str = "auto", weights_dir: Path | None = None) -> LearnedGrader:
@@ -71,28 +83,39 @@ class LearnedGrader:
         net = GraderNet(**ckpt["config"])
         net.load_state_dict(ckpt["state_dict"])
         net.to(dev).eval()
-        return cls(net, ckpt, card, dev)
+        try:
+            return cls(net, ckpt, card, dev)
+        except ValueError as exc:  # no gate statistics: never run ungated
+            raise LearnedUnavailable(f"model {MODEL_NAME!r}: {exc}") from exc
 
     def _calibrated(self, logits: np.ndarray, group: str) -> np.ndarray:
-        c = self.calibration.get(group, {})
-        return apply_calibration(logits, c.get("temperature", 1.0), c.get("bias"))
+        """Temperature only: the grade stays the network's argmax (biases are ignored)."""
+        return calibrated(logits, self.calibration.get(group, {}).get("temperature", 1.0))
 
-    def logits(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def logits(self, batch: dict[str, np.ndarray]
+               ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Logits [n,5,3], LSS logits [n,2,4] and each crop's encoder embedding."""
         import torch
 
         def t(name: str) -> torch.Tensor:
             return torch.as_tensor(batch[name]).float().to(self.device)
 
         with torch.inference_mode():
-            out, lss = self.net(  # type: ignore[operator]
+            out, lss, emb = self.net.forward_with_embeddings(  # type: ignore[attr-defined]
                 t("canal"), t("for_l"), t("for_r"), t("ax_l"), t("ax_r"),
                 torch.as_tensor(batch["presence"]).float().to(self.device),
                 torch.as_tensor(batch["level"]).long().to(self.device),
                 torch.as_tensor(batch["feats"]).float().to(self.device))
-        return out.cpu().numpy(), lss.cpu().numpy()
+        return (out.cpu().numpy(), lss.cpu().numpy(),
+                {k: v.cpu().numpy() for k, v in emb.items()})
 
     def predict(self, anatomy: StudyAnatomy) -> dict[str, dict]:
-        """level -> (condition, side) -> {probabilities, roi, lss_probabilities} or {reason}."""
+        """level -> (condition, side) -> {probabilities, roi, lss_probabilities, ood} or
+        {reason, ood: None}.
+
+        ``ood`` is the gate's verdict on the crop behind that output: {flagged, score,
+        threshold, reason}; it is None where no crop was graded.
+        """
         rows: dict[str, list[np.ndarray]] = {}
         names: list[str] = []
         result: dict[str, dict] = {}
@@ -102,7 +125,8 @@ class LearnedGrader:
             try:
                 x = level_inputs(anatomy, level)
             except ValueError as exc:
-                result[level.level] = {k[:2]: {"reason": str(exc)} for k in OUTPUT_KEYS}
+                result[level.level] = {k[:2]: {"reason": str(exc), "ood": None}
+                                       for k in OUTPUT_KEYS}
                 continue
             x["level"] = np.int64(LEVELS.index(level.level))
             for k, v in x.items():
@@ -110,7 +134,9 @@ class LearnedGrader:
             names.append(level.level)
         if not names:
             return result
-        logits, lss_logits = self.logits({k: np.stack(v) for k, v in rows.items()})
+        logits, lss_logits, emb = self.logits({k: np.stack(v) for k, v in rows.items()})
+        scores = {crop: self.gate.scores(group, emb[crop])
+                  for (_, _, group), crop in zip(OUTPUT_KEYS, OUTPUT_CROPS, strict=True)}
         by_level = {lv.level: lv for lv in anatomy.levels}
         for i, name in enumerate(names):
             level = by_level[name]
@@ -118,11 +144,12 @@ class LearnedGrader:
             out: dict = {}
             for j, (condition, side, group) in enumerate(OUTPUT_KEYS):
                 if condition == FORAMEN and not t1:
-                    out[(condition, side)] = {"reason": "no sagittal T1 covering the foramen"}
+                    out[(condition, side)] = {"reason": "no sagittal T1 covering the foramen",
+                                              "ood": None}
                     continue
                 if condition == SUBARTICULAR and not ax:
                     out[(condition, side)] = {
-                        "reason": "no axial T2 slice through the disc level"}
+                        "reason": "no axial T2 slice through the disc level", "ood": None}
                     continue
                 p = self._calibrated(logits[i, j], group)
                 if condition == CANAL:
@@ -135,7 +162,8 @@ class LearnedGrader:
                 entry = {"probabilities": [round(float(v), 4) for v in p],
                          "roi": {"series_instance_uid": crop.series_instance_uid,
                                  "slice": crop.slice_index,
-                                 "corners_lps": np.round(crop.corners_lps, 2).tolist()}}
+                                 "corners_lps": np.round(crop.corners_lps, 2).tolist()},
+                         "ood": self.gate.verdict(group, float(scores[OUTPUT_CROPS[j]][i]))}
                 if condition == FORAMEN and "lss" in self.calibration:
                     q = self._calibrated(lss_logits[i, 0 if side == "left" else 1], "lss")
                     entry["lss_probabilities"] = [round(float(v), 4) for v in q]

@@ -4,9 +4,17 @@ Training studies come from consecutive seeds (``--seed`` .. ``--seed + --studies
 with Moderate/Severe over-represented (:func:`models.grading.dataset.enriched_grades`);
 validation studies from ``--seed + 10000`` on, at the generator's natural prevalence. The
 split is by study, never by level (levels of one patient are correlated). Training uses the
-RSNA class weights; temperature and class-prior offsets are then fitted on validation.
-Writes ``grader.pt`` and its model card ``grader.json``; the card's ``summary`` states
-plainly that the training data is synthetic.
+RSNA class weights; the epoch with the best validation score is kept, then one temperature
+per condition group is fitted on validation (never class-prior offsets: they could change
+a grade) and the out-of-distribution gate's statistics (:mod:`models.grading.grader_ood`)
+on the training and validation crops. Writes ``grader.pt`` and its model card
+``grader.json``; the card's ``summary`` and ``training_data_kind`` state plainly that the
+training data is synthetic, and its figures are validation figures (used for selection and
+calibration); test figures come from ``benchmarks/grading.py --write-card`` only.
+
+``--recalibrate`` keeps the trained weights in ``--out`` and refits only the temperatures
+and the gate on the same (regenerated) studies, after checking that they reproduce the
+card's uncalibrated validation score.
 """
 
 from __future__ import annotations
@@ -56,6 +64,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (more than one thrashes on a busy machine)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel study generation")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="keep the weights in --out; refit temperatures and the "
+                             "out-of-distribution gate on the same studies")
 
 
 #: validation seeds start this far above the training seeds
@@ -148,7 +159,7 @@ def predict_logits(net, data: dict[str, np.ndarray], device: str,  # noqa: ANN00
 def score_split(data: dict[str, np.ndarray], logits: np.ndarray, lss_logits: np.ndarray,
                 calib: dict[str, dict]) -> dict[str, float]:
     """RSNA score (and LSS accuracy/macro-F1) of one split, with the given calibration."""
-    from models.grading.calibration import apply_calibration
+    from models.grading.calibration import calibrated
     from models.grading.metric import lss_scores, rsna_score
 
     truth: dict[str, dict[str, str]] = {}
@@ -162,8 +173,8 @@ def score_split(data: dict[str, np.ndarray], logits: np.ndarray, lss_logits: np.
             key = rsna_key(cond, side, level)
             truth.setdefault(study, {})[key] = GRADES[int(data["y"][i, j])]
             c = calib.get(GROUPS[j], {})
-            pred.setdefault(study, {})[key] = apply_calibration(
-                logits[i, j], c.get("temperature", 1.0), c.get("bias")).tolist()
+            pred.setdefault(study, {})[key] = calibrated(
+                logits[i, j], c.get("temperature", 1.0)).tolist()
     out = {k: round(v, 4) for k, v in rsna_score(truth, pred).items()}
     valid = data["y_lss"] >= 0
     if valid.any():
@@ -174,28 +185,10 @@ def score_split(data: dict[str, np.ndarray], logits: np.ndarray, lss_logits: np.
 
 def fit_calibration(data: dict[str, np.ndarray], logits: np.ndarray,
                     lss_logits: np.ndarray) -> dict[str, dict]:
-    """Per condition group: temperature and class-prior offsets fitted on validation."""
-    from models.grading.calibration import fit_temperature_bias
+    """Per condition group: the temperature fitted on validation (argmax unchanged)."""
+    from models.grading.calibration import fit_group_temperatures
 
-    calib: dict[str, dict] = {}
-    t1 = data["presence"][:, 0] > 0
-    ax = data["presence"][:, 1] > 0
-    for group in ("canal", "foramen", "subarticular"):
-        cols = [j for j, g in enumerate(GROUPS) if g == group]
-        ok = ax if group == "subarticular" else t1 if group == "foramen" else np.ones_like(t1)
-        z = np.concatenate([logits[ok, j] for j in cols])
-        y = np.concatenate([data["y"][ok, j] for j in cols])
-        z, y = z[y >= 0], y[y >= 0]
-        if len(y) == 0:
-            continue  # nothing labelled for this group: leave it uncalibrated
-        temp, bias = fit_temperature_bias(z, y)
-        calib[group] = {"temperature": round(temp, 4), "bias": [round(b, 4) for b in bias]}
-    valid = (data["y_lss"] >= 0) & t1[:, None]
-    if not valid.any():
-        return calib  # no LSS grades (public RSNA data): the LSS head is not reported
-    temp, bias = fit_temperature_bias(lss_logits[valid], data["y_lss"][valid], weighted=False)
-    calib["lss"] = {"temperature": round(temp, 4), "bias": [round(b, 4) for b in bias]}
-    return calib
+    return fit_group_temperatures(data, logits, lss_logits, GROUPS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -221,13 +214,16 @@ def run(args: argparse.Namespace) -> int:
     if set(val_seeds) & set(seeds):
         raise ValueError(f"validation seeds {val_seeds[0]}..{val_seeds[-1]} overlap training")
     train = _with_study(_cache(args.cache, seeds, args.copies, args.jobs, True), load_cache)
-    val = _with_study(_cache(args.cache, val_seeds, args.copies, args.jobs, False), load_cache,
-                      exact_only=True)
+    val_paths = _cache(args.cache, val_seeds, args.copies, args.jobs, False)
+    val = _with_study(val_paths, load_cache, exact_only=True)
     t_data = time.time() - t0
     print(f"data: {len(train['y'])} train / {len(val['y'])} val level samples "
           f"from {len(seeds)} + {len(val_seeds)} studies in {t_data:.0f}s", flush=True)
+    common = (f"lumbar-node train grader --out {args.out} --studies {args.studies} "
+              f"--val-studies {args.val_studies} --seed {args.seed} --val-seed {val_start}")
     data_card = {
         "summary": SUMMARY,
+        "training_data_kind": "synthetic",
         "version_suffix": f"-s{args.seed}n{args.studies}",
         "training_data": {"source": "lumbar-node synth (synthetic studies only)",
                           "seeds": [seeds[0], val_seeds[-1]],
@@ -237,23 +233,26 @@ def run(args: argparse.Namespace) -> int:
                           "level_samples": int(len(train["y"])), "copies_per_level": args.copies},
         "split": {"train": [seeds[0], seeds[-1]], "val": [val_seeds[0], val_seeds[-1]],
                   "by": "study seed (ranges, inclusive)"},
-        "command": (f"lumbar-node train grader --out {args.out} --studies {args.studies} "
-                    f"--val-studies {args.val_studies} --seed {args.seed} "
-                    f"--val-seed {val_start} "
-                    f"--epochs {args.epochs} --copies {args.copies}"),
+        "command": f"{common} --epochs {args.epochs} --copies {args.copies}",
+        "calibration_command": f"{common} --copies {args.copies} --recalibrate",
     }
-    return _fit_and_write(args, train, val, t0, device, rng, data_card)
+    # every geometry draw of the validation studies sets the gate's limit (more crops for
+    # a high percentile; jittered levels are what the level finder delivers)
+    val_all = _with_study(val_paths, load_cache)
+    if args.recalibrate:
+        net, card = _load_trained(args.out, device)
+        return _calibrate_and_write(args, net, train, val, val_all, t0, device,
+                                    data_card, card)
+    net = _train(args, train, val, t0, device, rng)
+    return _calibrate_and_write(args, net, train, val, val_all, t0, device, data_card)
 
 
-def _fit_and_write(args: argparse.Namespace, train: dict[str, np.ndarray],
-                   val: dict[str, np.ndarray], t0: float, device: str,
-                   rng: np.random.Generator, data_card: dict) -> int:
-    """Train, pick the best validation epoch, calibrate, write weights and card."""
+def _train(args: argparse.Namespace, train: dict[str, np.ndarray], val: dict[str, np.ndarray],
+           t0: float, device: str, rng: np.random.Generator):
+    """Train; return the network at the epoch with the best uncalibrated validation score."""
     import torch
 
-    from models import registry
     from models.grading.learned import GraderNet
-    from models.grading.learned_grader import MODEL_NAME, WEIGHTS_NAME
 
     net = GraderNet(use_features=not args.no_features).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -282,40 +281,98 @@ def _fit_and_write(args: argparse.Namespace, train: dict[str, np.ndarray],
             best = (val_score, {k: v.detach().clone() for k, v in net.state_dict().items()})
     assert best is not None
     net.load_state_dict(best[1])
+    return net
+
+
+def _load_trained(folder: Path, device: str):
+    """The registered weights in ``folder`` (sha256 checked) and their card."""
+    import torch
+
+    from models import registry
+    from models.grading.learned import GraderNet
+    from models.grading.learned_grader import MODEL_NAME
+
+    card = registry.load_card(MODEL_NAME, folder)
+    ckpt = torch.load(registry.verify(MODEL_NAME, folder), map_location=device,
+                      weights_only=True)
+    net = GraderNet(**ckpt["config"])
+    net.load_state_dict(ckpt["state_dict"])
+    return net.to(device).eval(), card
+
+
+#: a recalibration must reproduce the recorded uncalibrated validation score this closely,
+#: or the regenerated studies are not the ones the weights were selected on
+REPRODUCE_TOLERANCE = 0.002
+
+
+def _calibrate_and_write(args: argparse.Namespace, net, train: dict[str, np.ndarray],  # noqa: ANN001
+                         val: dict[str, np.ndarray], val_all: dict[str, np.ndarray], t0: float,
+                         device: str, data_card: dict, old_card: dict | None = None) -> int:
+    """Fit temperatures and the OOD gate, write weights and card (``old_card``: keep the
+    trained weights and the training record, refit only what comes after training)."""
+    import torch
+
+    from models import registry
+    from models.grading.grader_ood import embed_split, fit_gate
+    from models.grading.learned_grader import MODEL_NAME, WEIGHTS_NAME
+
     vl, vq = predict_logits(net, val, device)
+    before = score_split(val, vl, vq, {})
+    if old_card is not None:
+        recorded = old_card["metrics"]["validation_uncalibrated"]["score"]
+        if abs(before["score"] - recorded) > REPRODUCE_TOLERANCE:
+            raise ValueError(f"regenerated validation scores {before['score']} uncalibrated, "
+                             f"the card recorded {recorded}: not the same studies")
     calib = fit_calibration(val, vl, vq)
-    before, after = score_split(val, vl, vq, {}), score_split(val, vl, vq, calib)
+    after = score_split(val, vl, vq, calib)
     print(f"validation RSNA score {before['score']} -> {after['score']} calibrated "
           f"({calib})", flush=True)
+    _, _, train_emb = embed_split(net, train, device)
+    _, _, val_emb = embed_split(net, val_all, device)
+    gate, ood_card = fit_gate(train_emb, train["presence"], val_emb, val_all["presence"])
+    print(f"out-of-distribution limits: {ood_card['groups']}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     weights = args.out / WEIGHTS_NAME
-    torch.save({"state_dict": best[1],
+    torch.save({"state_dict": net.state_dict(),
                 "config": {"width": net.width, "use_features": net.use_features},
-                "calibration": calib}, weights)
+                "calibration": calib, "ood": gate.to_checkpoint()}, weights)
+    now = datetime.now(UTC)
     card = {
         "summary": data_card["summary"],
         "name": MODEL_NAME,
-        "version": datetime.now(UTC).strftime("%Y.%m.%d") + data_card["version_suffix"],
+        "version": now.strftime("%Y.%m.%d") + data_card["version_suffix"],
         "task": "stenosis grading: spinal canal, neural foramina, subarticular (RSNA 3-grade, "
                 "LSS 4-grade foramina)",
+        "training_data_kind": data_card["training_data_kind"],
+        "validated_on_real": [],
         "architecture": {"class": "models.grading.learned.GraderNet",
                          "args": {"width": net.width, "use_features": net.use_features},
                          "description": "3 MONAI 2.5-D ResNet encoders (sag T2 canal, sag T1 "
                                         "foramina, axial T2 recesses; layers 1-1-1-1) + joint "
                                         "MLP head per level that also sees the measurement "
-                                        "grader's scalars; temperature + prior calibrated"},
+                                        "grader's scalars; temperature calibrated"},
         "weights": WEIGHTS_NAME,
         "sha256": "0" * 64,  # filled in by registry.write_card
         "training_data": data_card["training_data"],
         "split": data_card["split"],
-        "metrics": {"validation_uncalibrated": before, "validation": after,
-                    "uniform_baseline_group_loss": round(float(np.log(3)), 4)},
+        "metrics": {"validation": after, "validation_uncalibrated": before,
+                    "reference": {"uniform_baseline_group_loss": round(float(np.log(3)), 4)}},
+        "metrics_note": "validation: the studies that chose the epoch and fitted the "
+                        "temperatures (not held out); test: benchmarks/grading.py --write-card",
         "calibration": calib,
+        "ood": ood_card,
         "command": data_card["command"],
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created": now.isoformat(timespec="seconds"),
         "training_time_s": round(time.time() - t0, 1),
         "device": device,
     }
+    if old_card is not None:  # same trained weights: keep the training record
+        base = str(old_card["version"]).split("+")[0]
+        card.update({k: old_card[k] for k in ("command", "created", "training_time_s",
+                                              "device") if k in old_card})
+        card["version"] = f"{base}+cal{now.strftime('%Y%m%d')}"
+        card["calibration_command"] = data_card["calibration_command"]
+        card["calibrated"] = now.isoformat(timespec="seconds")
     card_path = registry.write_card(card, args.out)
     print(f"wrote {weights} and {card_path}", flush=True)
     return 0
@@ -375,11 +432,18 @@ def _run_rsna(args: argparse.Namespace, t0: float, device: str,
           f"{len(ids)} RSNA studies", flush=True)
     data_card = {
         "summary": RSNA_SUMMARY,
+        "training_data_kind": "real",
         "version_suffix": f"-rsna{len(ids)}",
         "training_data": {"source": f"RSNA 2024 format folder {args.rsna}",
                           "studies": len(ids), "level_samples": int(len(train["y"]))},
         "split": {"train": ids[:-n_val], "val": ids[-n_val:], "by": "study"},
         "command": (f"lumbar-node train grader --out {args.out} --rsna {args.rsna} "
                     f"--val-studies {n_val} --epochs {args.epochs}"),
+        "calibration_command": (f"lumbar-node train grader --out {args.out} --rsna {args.rsna} "
+                                f"--val-studies {n_val} --recalibrate"),
     }
-    return _fit_and_write(args, train, val, t0, device, rng, data_card)
+    if args.recalibrate:
+        net, card = _load_trained(args.out, device)
+        return _calibrate_and_write(args, net, train, val, val, t0, device, data_card, card)
+    net = _train(args, train, val, t0, device, rng)
+    return _calibrate_and_write(args, net, train, val, val, t0, device, data_card)
