@@ -96,12 +96,12 @@ def _apply_ood(f: dict, study: dict | None, level: dict | None) -> bool:
     """Mark the finding with the segmentation gate's flags; True when it must be withdrawn."""
     withdraw = False
     if study and study.get("flagged"):
-        why = f"segmentation out of distribution for this study: {study.get('reason')}"
+        why = str(study.get("reason") or "segmentation out of distribution for this study")
         f["ood"]["flagged"] = True
         f["ood"]["reasons"].append(why)
         withdraw = True
     if level and level.get("flagged"):
-        why = f"segmentation out of distribution at {f['level']}: {level.get('reason')}"
+        why = str(level.get("reason") or f"segmentation out of distribution at {f['level']}")
         f["ood"]["flagged"] = True
         f["ood"]["reasons"].append(why)
         _flag(f, why)
