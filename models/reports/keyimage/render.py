@@ -16,14 +16,26 @@ from scipy import ndimage
 
 from lumbar_common.vocabulary import CANAL, FORAMEN, LEVELS, SUBARTICULAR, rsna_key
 from models.reports.seg.codes import SEGMENT_KINDS
+from models.reports.sr.codes import NOTICE
 
-NOTICE: Final = "AI result \u2014 not for diagnosis without review"
 #: Image part is scaled to at least this many rows so that burned-in text stays legible.
 MIN_ROWS: Final = 512
 BANNER: Final = 44
 #: Distance of a vertebra's name from the front of its body, in key image pixels.
 NAME_GAP: Final = 34
-PANEL: Final = 470
+PANEL: Final = 560
+COL_W: Final = 90
+ROW_H: Final = 44
+#: Frame and mark of a cell whose finding needs review by a radiologist
+REVIEW_RGB: Final = (255, 230, 0)
+GRADER_LETTER: Final = {"measurement": "M", "learned": "L"}
+LEGEND: Final = (
+    "N/M normal or mild, Mod moderate, Sev severe,",
+    "n/a not assessable. Letter: grader that decided",
+    "(M measurement, rule-based; L learned).",
+    "Yellow frame !: review required; second line:",
+    "the other grader's grade when graders disagree.",
+)
 COLUMNS: Final = (
     ("Canal", CANAL, None),
     ("L foramen", FORAMEN, "left"),
@@ -91,41 +103,83 @@ def _outline(
             rows, cols = np.nonzero(mask)
             x = cols.min() - NAME_GAP if anterior_left else cols.max() + NAME_GAP
             x = float(np.clip(x, NAME_GAP, rgb.shape[1] - NAME_GAP))
-            names.append((_VERTEBRA_NAMES[kind.label_value], (x, float(rows.mean()))))
+            # a vertebra cut by the top of the image keeps its name clear of the banner
+            y = max(float(rows.mean()), 12.0)
+            names.append((_VERTEBRA_NAMES[kind.label_value], (x, y)))
     return names
+
+
+def finding_of(
+    findings: Sequence[Mapping], condition: str, side: str | None, level: str
+) -> Mapping:
+    key = rsna_key(condition, side, level)
+    for finding in findings:
+        if rsna_key(finding["condition"], finding.get("side"), finding["level"]) == key:
+            return finding
+    raise ValueError(f"findings have no entry for {key}")
 
 
 def grade_of(
     findings: Sequence[Mapping], condition: str, side: str | None, level: str
 ) -> str | None:
-    key = rsna_key(condition, side, level)
-    for finding in findings:
-        if rsna_key(finding["condition"], finding.get("side"), finding["level"]) == key:
-            return finding.get("grade") if finding.get("assessable") else None
-    raise ValueError(f"findings have no entry for {key}")
+    finding = finding_of(findings, condition, side, level)
+    return finding.get("grade") if finding.get("assessable") else None
+
+
+def needs_review(finding: Mapping) -> bool:
+    review = finding.get("review")
+    return bool(isinstance(review, Mapping) and review.get("required"))
+
+
+def cell_lines(finding: Mapping) -> tuple[str, str]:
+    """The two lines of a finding's cell: ``("Sev M", "L: N/M")`` is a severe grade decided by
+    the measurement grader while the learned grader said normal or mild."""
+    grade = finding.get("grade") if finding.get("assessable") else None
+    first = CELL[grade][0]
+    grader = str(finding.get("grader") or "")
+    if grade is not None and grader:
+        first += f" {GRADER_LETTER.get(grader, grader[:1].upper())}"
+    disagreement = finding.get("disagreement")
+    grades = disagreement.get("grades") if isinstance(disagreement, Mapping) else None
+    others = [
+        f"{GRADER_LETTER.get(str(g), str(g)[:1].upper())}: {CELL.get(v, CELL[None])[0]}"
+        for g, v in (grades or {}).items()
+        if g != grader
+    ]
+    if others:
+        return first, " ".join(others)
+    return first, "review" if needs_review(finding) else ""
 
 
 def _table(draw: ImageDraw.ImageDraw, x0: int, y0: int, findings: Sequence[Mapping]) -> None:
-    head, body = _font(15), _font(17)
-    draw.text((x0, y0), "Stenosis grades", fill=(255, 255, 255), font=_font(20))
-    col_w, row_h, first = 74, 34, 70
+    head, body, small = _font(15), _font(17), _font(13)
+    reviews = sum(needs_review(f) for f in findings)
+    title = "Stenosis grades" + (f" ({reviews} need review)" if reviews else "")
+    draw.text((x0, y0), title, fill=(255, 255, 255), font=_font(20))
+    col_w, row_h, first = COL_W, ROW_H, 70
     y = y0 + 36
     for i, (title, _, _) in enumerate(COLUMNS):
         draw.text((x0 + first + i * col_w, y), title, fill=(220, 220, 220), font=head)
+    y -= row_h - 26
     for level in LEVELS:
         y += row_h
-        draw.text((x0, y + 6), level, fill=(255, 255, 255), font=body)
+        draw.text((x0, y + 12), level, fill=(255, 255, 255), font=body)
         for i, (_, condition, side) in enumerate(COLUMNS):
-            text, colour = CELL[grade_of(findings, condition, side, level)]
+            finding = finding_of(findings, condition, side, level)
+            colour = CELL[grade_of(findings, condition, side, level)][1]
             box = (x0 + first + i * col_w, y, x0 + first + (i + 1) * col_w - 6, y + row_h - 6)
             draw.rectangle(box, fill=colour)
-            draw.text((box[0] + 14, box[1] + 5), text, fill=(255, 255, 255), font=body)
-    draw.text(
-        (x0, y + row_h + 10), "N/M normal or mild, Mod moderate,", fill=(200, 200, 200), font=head
-    )
-    draw.text(
-        (x0, y + row_h + 30), "Sev severe, n/a not assessable", fill=(200, 200, 200), font=head
-    )
+            if needs_review(finding):
+                draw.rectangle(box, outline=REVIEW_RGB, width=3)
+                draw.text((box[2] - 12, box[1] + 3), "!", fill=REVIEW_RGB, font=body)
+            line1, line2 = cell_lines(finding)
+            draw.text((box[0] + 8, box[1] + 4), line1, fill=(255, 255, 255), font=body)
+            if line2:
+                draw.text((box[0] + 8, box[1] + 22), line2, fill=(255, 255, 255), font=small)
+    y += row_h + 4
+    for line in LEGEND:
+        draw.text((x0, y), line, fill=(200, 200, 200), font=head)
+        y += 20
 
 
 def _notice(
@@ -163,7 +217,7 @@ def render(
     rgb = np.asarray(image.convert("RGB")).copy()
     names = _outline(rgb, lab, anterior_left) if lab is not None else []
     width = rgb.shape[1] + PANEL
-    height = BANNER + max(rgb.shape[0], 330)
+    height = BANNER + max(rgb.shape[0], 30 + 36 + len(LEVELS) * ROW_H + 20 * len(LEGEND) + 20)
     canvas = Image.new("RGB", (width, height), (0, 0, 0))
     canvas.paste(Image.fromarray(rgb), (0, BANNER))
     draw = ImageDraw.Draw(canvas)
