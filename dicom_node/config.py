@@ -111,6 +111,13 @@ class NodeConfig:
     api_token: str = field(default="", repr=False)
     #: browser origins allowed to call the HTTP API (a viewer such as OHIF served elsewhere)
     cors_origins: str = ""
+    #: the node's root URL as clients reach it (through a reverse proxy, say); DICOMweb
+    #: answers build BulkDataURI/RetrieveURL on `<public_base_url>/dicomweb`, so a viewer
+    #: fetches pixels through the proxy instead of from the address the node listens on
+    public_base_url: str = ""
+    #: build those URLs from X-Forwarded-Proto/-Host/-Prefix when no public_base_url is set;
+    #: off by default, since any client could send the headers to steer the URLs
+    trust_forwarded_headers: bool = False
     #: bearer token sent with STOW-RS deliveries to DICOMweb destinations
     destination_token: str = field(default="", repr=False)
     settle_seconds: float = 10.0
@@ -287,6 +294,10 @@ def load_config(
         # a shorter limit would hand sends still in progress to a second worker
         raise ValueError(f"DELIVERY_STALE_SECONDS must exceed the {DELIVERY_TIME_LIMIT_S} s "
                          f"delivery time limit, got {config.delivery_stale_seconds}")
+    if config.public_base_url and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?",
+                                                   config.public_base_url):
+        raise ValueError(f"PUBLIC_BASE_URL must be an http(s) URL without query or fragment, "
+                         f"got {config.public_base_url!r}")
     if bool(config.tls_cert) != bool(config.tls_key):
         raise ValueError("TLS_CERT and TLS_KEY must be given together")
     return config

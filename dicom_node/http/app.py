@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ from dicom_node import audit
 from dicom_node.config import NodeConfig
 from dicom_node.db.models import Delivery, Job, Study
 from dicom_node.db.session import transaction
-from dicom_node.http import dicomweb, multipart
+from dicom_node.http import dicomweb, multipart, qido
 from dicom_node.http.metrics import registry_for
 from dicom_node.ingest import IngestError, Ingestor
 
@@ -56,7 +57,10 @@ def create_app(config: NodeConfig, sessions: sessionmaker[Session],
         return _ip(request)
 
     def base_url(request: Request) -> str:
-        return str(request.base_url).rstrip("/") + "/dicomweb"
+        try:
+            return public_root(config, request) + "/dicomweb"
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
@@ -102,15 +106,45 @@ def create_app(config: NodeConfig, sessions: sessionmaker[Session],
         return JSONResponse(doc, status_code=status, media_type=DICOM_JSON)
 
     # --- QIDO-RS ---------------------------------------------------------------------------
-    @app.get("/dicomweb/studies")
-    def qido_studies(request: Request, ip: str = Depends(authorised)) -> JSONResponse:
+    def _qido(request: Request, level: str, ip: str, study_uid: str | None = None,
+              series_uid: str | None = None) -> JSONResponse:
+        """Every parameter is applied or refused with 400 (see docs/conformance.md)."""
+        base = base_url(request)
+        try:
+            query = qido.parse(request.query_params.multi_items(), level)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
         with sessions() as session:
+            study = _study(session, study_uid) if study_uid else None
             try:
-                rows = dicomweb.search_studies(session, dict(request.query_params))
+                if level == "study":
+                    page = dicomweb.search_studies(session, query, base)
+                elif level == "series":
+                    page = dicomweb.search_series(session, query, base, study)
+                else:
+                    page = dicomweb.search_instances(session, query, base, study, series_uid)
             except ValueError as exc:
                 raise HTTPException(400, str(exc)) from None
-        _audit_read(sessions, ip, "qido.studies", None, count=len(rows))
-        return JSONResponse(rows, media_type=DICOM_JSON)
+        event = {"study": "qido.studies", "series": "qido.series"}.get(level, "qido.instances")
+        _audit_read(sessions, ip, event, study_uid, count=len(page.items),
+                    keys=sorted(k.attr.keyword for k in query.keys if k.test is not None))
+        response = JSONResponse(page.items, media_type=DICOM_JSON)
+        more = (qido.MORE_WARNING,) if page.more and query.server_limited else ()
+        for warning in query.warnings + more:
+            response.headers.append("Warning", f'299 {base}: "{warning}"')
+        return response
+
+    @app.get("/dicomweb/studies")
+    def qido_studies(request: Request, ip: str = Depends(authorised)) -> JSONResponse:
+        return _qido(request, "study", ip)
+
+    @app.get("/dicomweb/series")
+    def qido_all_series(request: Request, ip: str = Depends(authorised)) -> JSONResponse:
+        return _qido(request, "series", ip)
+
+    @app.get("/dicomweb/instances")
+    def qido_all_instances(request: Request, ip: str = Depends(authorised)) -> JSONResponse:
+        return _qido(request, "instance", ip)
 
     def _study(session: Session, study_uid: str) -> Study:
         try:
@@ -122,19 +156,19 @@ def create_app(config: NodeConfig, sessions: sessionmaker[Session],
         return study
 
     @app.get("/dicomweb/studies/{study_uid}/series")
-    def qido_series(study_uid: str, ip: str = Depends(authorised)) -> JSONResponse:
-        with sessions() as session:
-            rows = dicomweb.search_series(session, _study(session, study_uid))
-        _audit_read(sessions, ip, "qido.series", study_uid)
-        return JSONResponse(rows, media_type=DICOM_JSON)
+    def qido_series(request: Request, study_uid: str,
+                    ip: str = Depends(authorised)) -> JSONResponse:
+        return _qido(request, "series", ip, study_uid)
+
+    @app.get("/dicomweb/studies/{study_uid}/instances")
+    def qido_study_instances(request: Request, study_uid: str,
+                             ip: str = Depends(authorised)) -> JSONResponse:
+        return _qido(request, "instance", ip, study_uid)
 
     @app.get("/dicomweb/studies/{study_uid}/series/{series_uid}/instances")
-    def qido_instances(study_uid: str, series_uid: str,
+    def qido_instances(request: Request, study_uid: str, series_uid: str,
                        ip: str = Depends(authorised)) -> JSONResponse:
-        with sessions() as session:
-            rows = dicomweb.search_instances(session, _study(session, study_uid), series_uid)
-        _audit_read(sessions, ip, "qido.instances", study_uid)
-        return JSONResponse(rows, media_type=DICOM_JSON)
+        return _qido(request, "instance", ip, study_uid, series_uid)
 
     # --- WADO-RS ---------------------------------------------------------------------------
     def _rows(study_uid: str, series_uid: str | None, sop_uid: str | None) -> list[Any]:
@@ -231,6 +265,44 @@ def create_app(config: NodeConfig, sessions: sessionmaker[Session],
         return JSONResponse({"deliveries": ids})
 
     return app
+
+
+def public_root(config: NodeConfig, request: Request) -> str:
+    """The node's root URL for links in answers (RetrieveURL, BulkDataURI).
+
+    PUBLIC_BASE_URL when configured. Otherwise the Host the client used, with the scheme
+    the node itself serves (uvicorn rewrites the request scheme from X-Forwarded-Proto sent
+    from loopback, so the request's own scheme cannot be relied on); X-Forwarded-Proto,
+    -Host and -Prefix only with TRUST_FORWARDED_HEADERS, and a malformed one is refused
+    rather than put into a link a viewer will follow with its token."""
+    if config.public_base_url:
+        return config.public_base_url.rstrip("/")
+    scheme = "https" if config.tls_cert else "http"
+    host = request.headers.get("host") or request.url.netloc
+    prefix = ""
+    if config.trust_forwarded_headers:
+        scheme = _forwarded(request, "proto", _PROTO) or scheme
+        host = _forwarded(request, "host", _HOST) or host
+        prefix = (_forwarded(request, "prefix", _PREFIX) or "").rstrip("/")
+    if not _HOST.fullmatch(host):
+        raise ValueError(f"invalid Host header {host[:80]!r}")
+    return f"{scheme.lower()}://{host}{prefix}"
+
+
+_PROTO = re.compile(r"https?", re.IGNORECASE)
+_HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
+_PREFIX = re.compile(r"(/[A-Za-z0-9._~%\-]+)*/?")
+
+
+def _forwarded(request: Request, name: str, pattern: re.Pattern[str]) -> str | None:
+    """The first (client-most) value of X-Forwarded-<name>, checked against `pattern`."""
+    raw = request.headers.get(f"x-forwarded-{name}")
+    if raw is None:
+        return None
+    value = raw.split(",")[0].strip()
+    if not pattern.fullmatch(value):
+        raise ValueError(f"invalid X-Forwarded-{name.capitalize()} header {value[:80]!r}")
+    return value
 
 
 def _iso(value: datetime | None) -> str | None:
