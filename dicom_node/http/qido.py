@@ -340,8 +340,9 @@ def parse(items: Iterable[tuple[str, str]], level: str) -> Query:
             raise QueryError(f"{name}: {attr.keyword} given more than once")
         key = match_key(attr, raw)
         if key.test is not None and not _allowed(attr, level):
-            raise QueryError(f"{name} ({attr.keyword}) is not supported as a match key at the "
-                             f"{level} level; see the conformance statement for the keys")
+            named = name if name == attr.keyword else f"{name} ({attr.keyword})"
+            raise QueryError(f"{named} is not supported as a match key at the {level} level; "
+                             "see the conformance statement for the keys")
         keys[attr.hex] = key
     server_limited = limit is None or limit > MAX_LIMIT
     return Query(level=level, keys=tuple(keys.values()), include=frozenset(include),
