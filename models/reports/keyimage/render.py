@@ -17,6 +17,7 @@ from scipy import ndimage
 from lumbar_common.vocabulary import CANAL, FORAMEN, LEVELS, SUBARTICULAR, rsna_key
 from models.reports.seg.codes import SEGMENT_KINDS
 from models.reports.sr.codes import NOTICE
+from models.reports.sr.discs import BINARY, present_findings
 
 #: Image part is scaled to at least this many rows so that burned-in text stays legible.
 MIN_ROWS: Final = 512
@@ -49,6 +50,23 @@ CELL: Final[dict[str | None, tuple[str, tuple[int, int, int]]]] = {
     "Severe": ("Sev", (200, 30, 30)),
     None: ("n/a", (100, 100, 100)),
 }
+#: Height of one disc table row, and of the disc table's title, header and legend
+DISC_ROW_H: Final = 24
+DISC_LEGEND: Final = (
+    "Pf Pfirrmann grade 1-5, Mo Modic type 0-3: learned",
+    "from real expert gradings (SPIDER). Present findings:",
+    "Narr narrowing, Hern herniation, Bulg bulging,",
+    "Listh listhesis, EPu/EPl upper/lower endplate defect.",
+)
+#: Pfirrmann grade -> cell colour (I–II green, III amber, IV–V red)
+PFIRRMANN_RGB: Final = {
+    1: (40, 140, 60),
+    2: (40, 140, 60),
+    3: (215, 135, 20),
+    4: (200, 30, 30),
+    5: (200, 30, 30),
+}
+ABBREVIATION: Final = {key: abbr for key, (_, _, abbr) in BINARY.items()}
 _VERTEBRA_NAMES: Final = {
     k.label_value: k.label.split()[0] for k in SEGMENT_KINDS if k.kind in ("vertebra", "sacrum")
 }
@@ -151,7 +169,8 @@ def cell_lines(finding: Mapping) -> tuple[str, str]:
     return first, "review" if needs_review(finding) else ""
 
 
-def _table(draw: ImageDraw.ImageDraw, x0: int, y0: int, findings: Sequence[Mapping]) -> None:
+def _table(draw: ImageDraw.ImageDraw, x0: int, y0: int, findings: Sequence[Mapping]) -> int:
+    """Draws the stenosis grade table; returns the first free row below it."""
     head, body, small = _font(15), _font(17), _font(13)
     reviews = sum(needs_review(f) for f in findings)
     title = "Stenosis grades" + (f" ({reviews} need review)" if reviews else "")
@@ -180,6 +199,60 @@ def _table(draw: ImageDraw.ImageDraw, x0: int, y0: int, findings: Sequence[Mappi
     for line in LEGEND:
         draw.text((x0, y), line, fill=(200, 200, 200), font=head)
         y += 20
+    return y
+
+
+def disc_cells(disc: Mapping) -> tuple[str, str, str]:
+    """Pfirrmann, Modic and present findings of one disc as the disc table shows them:
+    ``("4", "2", "Narr Bulg")``; a disc that could not be graded reads ``("n/a", "n/a",
+    reason)``."""
+    if not disc.get("assessable"):
+        reason = str(disc.get("reason") or "not assessable")
+        return "n/a", "n/a", reason if len(reason) <= 30 else reason[:27] + "..."
+    found = " ".join(ABBREVIATION[key] for key in present_findings(disc))
+    return str(disc["pfirrmann"]["grade"]), str(disc["modic"]["type"]), found or "none"
+
+
+def disc_table_height(discs: Sequence[Mapping]) -> int:
+    if not discs:
+        return 0
+    return 16 + 28 + 22 + len(discs) * DISC_ROW_H + 4 + 20 * len(DISC_LEGEND)
+
+
+def _disc_table(draw: ImageDraw.ImageDraw, x0: int, y0: int, discs: Sequence[Mapping]) -> None:
+    """Compact disc table: per level the Pfirrmann grade (coloured by degeneration), the
+    Modic type and the abbreviated findings present."""
+    if not discs:
+        return
+    head, body = _font(15), _font(17)
+    white, grey = (255, 255, 255), (220, 220, 220)
+    y = y0 + 16
+    draw.text((x0, y), "Discs", fill=white, font=_font(20))
+    y += 28
+    columns = (0, 70, 130, 190)
+    for x, title in zip(columns, ("Level", "Pf", "Mo", "Findings"), strict=True):
+        draw.text((x0 + x, y), title, fill=grey, font=head)
+    y += 22
+    for disc in discs:
+        pfirrmann, modic, found = disc_cells(disc)
+        grade = (disc.get("pfirrmann") or {}).get("grade") if disc.get("assessable") else None
+        colour = (
+            PFIRRMANN_RGB.get(grade, CELL[None][1]) if isinstance(grade, int) else CELL[None][1]
+        )
+        box = (x0 + columns[1], y, x0 + columns[2] - 8, y + DISC_ROW_H - 3)
+        draw.rectangle(box, fill=colour)
+        ood = disc.get("ood")
+        if isinstance(ood, Mapping) and ood.get("flagged"):
+            draw.rectangle(box, outline=REVIEW_RGB, width=2)
+        draw.text((x0, y + 2), str(disc.get("level")), fill=white, font=body)
+        draw.text((box[0] + 8, y + 2), pfirrmann, fill=white, font=body)
+        draw.text((x0 + columns[2], y + 2), modic, fill=white, font=body)
+        draw.text((x0 + columns[3], y + 2), found, fill=white, font=body)
+        y += DISC_ROW_H
+    y += 4
+    for line in DISC_LEGEND:
+        draw.text((x0, y), line, fill=(200, 200, 200), font=head)
+        y += 20
 
 
 def _notice(
@@ -204,10 +277,12 @@ def render(
     pixel_spacing: Sequence[float],
     findings: Sequence[Mapping],
     anterior_left: bool = True,
+    discs: Sequence[Mapping] = (),
 ) -> np.ndarray:
     """RGB key image (rows, cols, 3) uint8 of one slice with its labels and the grades.
 
     ``anterior_left``: the patient's front is on the image's left (columns run posteriorly).
+    ``discs``: ``disc_findings`` entries, shown as a disc table below the grade table.
     """
     if pixels.ndim != 2:
         raise ValueError(f"key image needs one 2-D slice, got shape {pixels.shape}")
@@ -217,7 +292,8 @@ def render(
     rgb = np.asarray(image.convert("RGB")).copy()
     names = _outline(rgb, lab, anterior_left) if lab is not None else []
     width = rgb.shape[1] + PANEL
-    height = BANNER + max(rgb.shape[0], 30 + 36 + len(LEVELS) * ROW_H + 20 * len(LEGEND) + 20)
+    tables = 30 + 36 + len(LEVELS) * ROW_H + 20 * len(LEGEND) + 20 + disc_table_height(discs)
+    height = BANNER + max(rgb.shape[0], tables)
     canvas = Image.new("RGB", (width, height), (0, 0, 0))
     canvas.paste(Image.fromarray(rgb), (0, BANNER))
     draw = ImageDraw.Draw(canvas)
@@ -233,5 +309,6 @@ def render(
         )
     draw.rectangle((0, 0, width, BANNER - 1), fill=(150, 0, 0))
     _notice(draw, (10, 10), _font(22))
-    _table(draw, rgb.shape[1] + 16, BANNER + 12, findings)
+    y = _table(draw, rgb.shape[1] + 16, BANNER + 12, findings)
+    _disc_table(draw, rgb.shape[1] + 16, y, discs)
     return np.asarray(canvas)

@@ -28,7 +28,13 @@ from models.reports.sr.codes import (
     REVIEW_COUNT,
     coding_scheme_identification,
 )
-from models.reports.sr.content import level_group, measurement_group, validate_finding
+from models.reports.sr.content import (
+    level_group,
+    measurement_group,
+    referenced_segment,
+    validate_finding,
+)
+from models.reports.sr.discs import check_discs, disc_groups
 from models.reports.sr.geometry import SliceLocator
 from models.reports.uids import model_versions, result_uid
 from models.study import Volume
@@ -49,7 +55,8 @@ def build_sr(
 ) -> hd.sr.Comprehensive3DSR:
     """TID 1500 report of the 25 findings: one group each, in RSNA column order except
     that a group with the most NUMs leads (see :func:`_complete_first`), then one group per
-    level with its morphometry, and at the root the notice that the result needs review.
+    level with its morphometry, one group per graded disc (``disc_findings``, see
+    ``models.reports.sr.discs``), and at the root the notice that the result needs review.
 
     ``headers`` maps SOPInstanceUID -> source dataset (pixel data not needed) for every
     instance a finding or measurement points to; ``segs`` are the SEGs to reference.
@@ -85,6 +92,13 @@ def build_sr(
             )
             if group is not None:
                 groups.append(group)
+    groups.extend(
+        disc_groups(
+            findings,
+            lambda kind: result_uid(study_uid, versions, kind),
+            {level: referenced_segment(*ref) for level, ref in _disc_segments(segs).items()},
+        )
+    )
     referenced = _referenced_headers(groups, headers) or _seg_sources(segs, headers)
     if not referenced:
         raise ValueError("the findings reference no source image: nothing ties the SR to the study")
@@ -134,6 +148,7 @@ def check_findings(findings: Mapping) -> tuple[dict[str, Mapping], dict[str, Map
     unknown = set(levels) - set(LEVELS)
     if unknown:
         raise ValueError(f"findings['levels'] has unknown levels {sorted(unknown)}")
+    check_discs(findings.get("disc_findings") or [])
     return by_key, levels
 
 
@@ -232,13 +247,12 @@ def _remarks(
 
 
 def _disc_segments(segs: Sequence[Dataset]) -> dict[str, tuple[Dataset, int]]:
+    """Level (``"L4-L5"``, ``"T12-L1"``) -> SEG and segment number of its disc."""
     found: dict[str, tuple[Dataset, int]] = {}
     for seg in segs:
-        numbers = segment_numbers(seg)
-        for level in LEVELS:
-            number = numbers.get(f"{level.replace('-', '/')} disc")
-            if number is not None and level not in found:
-                found[level] = (seg, number)
+        for label, number in segment_numbers(seg).items():
+            if label.endswith(" disc") and "/" in label:
+                found.setdefault(label[: -len(" disc")].replace("/", "-"), (seg, number))
     return found
 
 
