@@ -122,6 +122,7 @@ def write_results(
         volume.array[index],
         labels,
         findings.get("findings") or [],
+        discs=findings.get("disc_findings") or [],
         series_instance_uid=uid("keyimage/series"),
         sop_instance_uid=uid("keyimage/instance"),
         contributing_equipment=equipment,

@@ -41,6 +41,7 @@ def build_key_image(
     contributing_equipment: Sequence[hd.ContributingEquipment] | None = None,
     transfer_syntax_uid: str = RLELossless,
     frame: int | None = None,
+    discs: Sequence[Mapping] = (),
 ) -> hd.sc.SCImage:
     """Key image of ``pixels`` (the slice of ``source``) with outlines and the grade table.
 
@@ -60,7 +61,7 @@ def build_key_image(
         )
     iop, spacing = plane(source, frame)
     # columns running posteriorly (+y in LPS) put the patient's front on the left
-    rgb = render(pixels, labels, spacing, findings, anterior_left=iop[1] > 0)
+    rgb = render(pixels, labels, spacing, findings, anterior_left=iop[1] > 0, discs=discs)
     sc = hd.sc.SCImage(
         pixel_array=rgb,
         photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
