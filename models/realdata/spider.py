@@ -54,6 +54,8 @@ def t2space_patients(root: Path | None = None) -> dict[str, list[tuple[int, Path
         if match is None:
             raise ValueError(f"unexpected SPIDER file name {path.name!r}")
         out.setdefault(match["patient"], []).append((int(match["slice"]), path))
+    if not out:
+        raise FileNotFoundError(f"no SPIDER T2-SPACE slices in {folder}")
     return {p: sorted(s) for p, s in out.items()}
 
 

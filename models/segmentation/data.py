@@ -9,16 +9,16 @@ the training seed, so every training run is scored on the same patients.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from models.realdata.spider import realdata_root, t2space_patients
 from models.segmentation.preprocess import Orientation, spider_to_semantic
 
 #: Real sagittal T2 slices with semantic labels (see ../shared/realdata/README.md).
-SPIDER_DIR = Path("/work/shared/realdata/spider-t2space-2d")
+SPIDER_DIR = realdata_root() / "spider-t2space-2d"
 #: SPIDER T2-SPACE is 0.47 mm in-plane, the PNGs are downsampled by 2.
 SPIDER_SPACING_MM = (0.94, 0.94)
 #: Fixes which patients are held out for testing and validation; independent of training seed.
@@ -26,7 +26,6 @@ SPLIT_SEED = 20240
 N_TEST_PATIENTS = 6
 N_VAL_PATIENTS = 3
 
-_NAME = re.compile(r"^(?P<patient>[^_]+)_t2_SPACE_slice(?P<slice>\d+)\.png$")
 
 
 @dataclass
@@ -54,19 +53,8 @@ class Split:
 
 
 def spider_patients(root: Path = SPIDER_DIR) -> dict[str, list[tuple[int, Path]]]:
-    """Patient ID -> [(slice number, image path)], slices ascending."""
-    image_dir = root / "images"
-    if not image_dir.is_dir():
-        raise FileNotFoundError(f"no SPIDER image folder at {image_dir}")
-    patients: dict[str, list[tuple[int, Path]]] = {}
-    for path in sorted(image_dir.glob("*.png")):
-        match = _NAME.match(path.name)
-        if match is None:
-            raise ValueError(f"unexpected SPIDER file name {path.name!r}")
-        patients.setdefault(match["patient"], []).append((int(match["slice"]), path))
-    if not patients:
-        raise FileNotFoundError(f"no SPIDER slices in {image_dir}")
-    return {p: sorted(s) for p, s in patients.items()}
+    """Patient ID -> [(slice number, image path)], slices ascending (one reader for the folder)."""
+    return t2space_patients(root)
 
 
 def _sort_ids(ids: list[str]) -> list[str]:
