@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from sr_reading import sr_groups
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_reports_study import SPACING, make_study
@@ -78,18 +79,6 @@ def discs(tmp_path_factory):
     return {"anatomy": anatomy, "labels": labels, "findings": findings, "out": out, "sr": sr}
 
 
-def _groups(sr) -> dict[str, list]:
-    container = next(i for i in sr.ContentSequence
-                     if i.ConceptNameCodeSequence[0].CodeValue == "126010")
-    groups = {}
-    for group in container.ContentSequence:
-        items = list(group.ContentSequence)
-        text = next(i.TextValue for i in items
-                    if i.ConceptNameCodeSequence[0].CodeMeaning == "Tracking Identifier")
-        groups[text] = items
-    return groups
-
-
 def _by_meaning(items) -> dict[str, object]:
     out: dict[str, object] = {}
     for item in items:
@@ -104,13 +93,13 @@ def _by_meaning(items) -> dict[str, object]:
 
 
 def _disc_groups(sr) -> dict[str, list]:
-    return {text: items for text, items in _groups(sr).items() if " disc" in text}
+    return {text: items for text, items in sr_groups(sr).items() if " disc" in text}
 
 
 def test_one_group_per_disc_with_grade_modic_and_findings(discs):
     groups = _disc_groups(discs["sr"])
     assert len(groups) == 5
-    assert len(_groups(discs["sr"])) == 25 + 5 + 5  # findings, level measurements, discs
+    assert len(sr_groups(discs["sr"])) == 25 + 5 + 5  # findings, level measurements, discs
     text = "L4-L5 disc: Pfirrmann 5, Modic 1; disc space narrowing, disc herniation, " \
            "lower endplate defect"
     items = _by_meaning(groups[text])

@@ -14,6 +14,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from sr_reading import sr_groups
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_reports_study import SERIES_UID, make_findings, make_study
@@ -113,20 +114,7 @@ def trust(tmp_path_factory):
     out = write_results(findings, anatomy, files, root / "out")
     sr = pydicom.dcmread(out["sr"])
     return {"anatomy": anatomy, "files": files, "findings": findings, "out": out, "sr": sr,
-            "groups": _groups(sr)}
-
-
-def _groups(sr) -> dict[str, list]:
-    """Tracking identifier -> the group's content items."""
-    container = next(i for i in sr.ContentSequence
-                     if i.ConceptNameCodeSequence[0].CodeValue == "126010")
-    groups = {}
-    for group in container.ContentSequence:
-        items = list(group.ContentSequence)
-        text = next(i.TextValue for i in items
-                    if i.ConceptNameCodeSequence[0].CodeMeaning == "Tracking Identifier")
-        groups[text] = items
-    return groups
+            "groups": sr_groups(sr)}
 
 
 def _named(items, meaning: str) -> list:
