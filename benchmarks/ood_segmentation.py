@@ -43,6 +43,8 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from segmentation import table  # noqa: E402  (benchmarks/segmentation.py)
+
 from models.segmentation import data as seg_data  # noqa: E402
 from models.segmentation import ood  # noqa: E402
 from models.segmentation.infer import Segmenter  # noqa: E402
@@ -259,12 +261,6 @@ def rates(scored: list[dict], thresholds: dict[str, float]) -> dict:
     }
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
-                               enumerate(zip(r, widths, strict=True))) for r in rows)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--synthetic-dir", type=Path, default=Path("/tmp/lumbar-node-ood"))
@@ -320,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                      "-" if r["level_flagged"] is None else f"{r['level_flagged']:.1%}",
                      f"{r['study_score_median']:.3f}"])
     print(f"\nthreshold study {thresholds['study']:.4f}, level {thresholds['level']:.4f}")
-    print(_table(rows))
+    print(table(rows))
     elapsed = time.perf_counter() - started
     print(f"\n{elapsed:.0f} s on {seg.device}")
 

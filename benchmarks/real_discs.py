@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lumbar_common.vocabulary import LEVELS
+from lumbar_common.vocabulary import GRADES, LEVELS
+from models.grading.measurement_grader import MeasurementGrader
 from models.levels import label_levels
 from models.measurements import measure_levels
 from models.realdata.midsag import midsag_volume
@@ -73,12 +74,9 @@ def features(per_level: dict[str, dict[str, float]]) -> dict[str, dict[str, floa
     return out
 
 
-def canal_grade(ap_mm: float, ratio: float | None) -> str:
+def canal_grade(grader: MeasurementGrader, ap_mm: float, ratio: float | None) -> str:
     """The measurement grader's canal grade (its own thresholds and relative rule)."""
-    from lumbar_common.vocabulary import GRADES
-    from models.grading.measurement_grader import MeasurementGrader
-
-    return GRADES[int(np.argmax(MeasurementGrader().canal_probabilities(ap_mm, ratio)))]
+    return GRADES[int(np.argmax(grader.canal_probabilities(ap_mm, ratio)))]
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -184,10 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     cv_slip, folds_l = cv_auc(slip_rows, ["slip", "slip_signed"], "listhesis")
     patients = len({r["patient"] for r in rows})
     healthy = [r for r in rows if r["healthy"] and "canal_ap_mm" in r]
-    normal = sum(canal_grade(r["canal_ap_mm"], r.get("canal_ratio")) == "Normal/Mild"
+    grader = MeasurementGrader()
+    normal = sum(canal_grade(grader, r["canal_ap_mm"], r.get("canal_ratio")) == "Normal/Mild"
                  for r in healthy)
     others = [r for r in rows if not r["healthy"] and "canal_ap_mm" in r]
-    narrowed = sum(canal_grade(r["canal_ap_mm"], r.get("canal_ratio")) != "Normal/Mild"
+    narrowed = sum(canal_grade(grader, r["canal_ap_mm"], r.get("canal_ratio")) != "Normal/Mild"
                    for r in others)
     summary = {
         "healthy_canal_normal_mild": normal, "healthy_with_canal": len(healthy),

@@ -21,7 +21,7 @@ import numpy as np
 REFERENCE = {"vertebra": 0.92, "disc": 0.86, "canal": 0.92}
 
 
-def _table(rows: list[list[str]]) -> str:
+def table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
                                enumerate(zip(r, widths, strict=True))) for r in rows)
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{real[name] / ref:.3f}", f"{syn / ref:.3f}"])
     print(f"\nDice per class ({len(real_sets)} held-out real patients, {n_slices} slices; "
           f"{len(study_dirs)} held-out synthetic studies)")
-    print(_table(rows))
+    print(table(rows))
     print(f"\nreal held-out slices: {1000 * real_s / n_slices:.0f} ms/slice (incl. resampling)")
 
     if study_dirs:
@@ -100,7 +100,7 @@ def _pipeline_timings(study: Path, device: str) -> None:
     timings = findings.get("timings_s", {})
     print(f"\npipeline analyze_study on {study.name}: status {findings.get('status')}, "
           f"{total:.2f} s total")
-    print(_table([["stage", "seconds"]] + [[k, f"{v:.2f}"] for k, v in timings.items()]))
+    print(table([["stage", "seconds"]] + [[k, f"{v:.2f}"] for k, v in timings.items()]))
 
 
 if __name__ == "__main__":
