@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,3 +52,21 @@ GRADED_STUDY_GRADES = {
 def graded_study(synth_study: Callable[..., Path]) -> Path:
     """One synthetic study with known severe and normal findings, for the grading tests."""
     return synth_study(seed=4242, grades=GRADED_STUDY_GRADES)
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def chromium_browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright (never a downloaded browser), headless, shared
+    by every browser test of this session or xdist worker. Tests open their own context."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: scripts/bootstrap.sh installs Debian's chromium")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--no-sandbox", "--disable-dev-shm-usage"])
+        yield browser
+        browser.close()
