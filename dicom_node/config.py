@@ -147,6 +147,15 @@ class NodeConfig:
     job_retry_delay_seconds: float = 30.0
     job_stale_seconds: int = 3600
     scheduler_interval_seconds: float = 1.0
+    #: review console: a sign-in lasts this long, then the user signs in again
+    ui_session_hours: float = 12.0
+    #: consecutive wrong passwords before an account is locked for LOGIN_LOCKOUT_SECONDS
+    login_max_failures: int = 5
+    login_lockout_seconds: float = 300.0
+    #: agreement of radiologists with a model version below which the worklist warns
+    agreement_floor: float = 0.7
+    #: reviews a model version needs before its agreement is compared with the floor
+    agreement_min_reviews: int = 20
 
     @property
     def spool(self) -> Path:

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("dicom_node.audit_cli", "query the audit trail"),
     "resend": ("dicom_node.resend_cli", "queue results of a study for delivery again"),
     "pull": ("dicom_node.pull_cli", "fetch a study from a PACS by DICOMweb and process it"),
+    "users": ("dicom_node.users_cli", "add or list review console users"),
     "demo": ("workers.demo", "run node and worker locally on a synthetic study, end to end"),
 }
 

@@ -189,3 +189,78 @@ class AuditEvent(Base):
     study_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
     patient_id: Mapped[str | None] = mapped_column(String(64), index=True)
     detail: Mapped[dict[str, Any] | None]
+
+
+class User(Base):
+    """A person who signs in to the review console; the password is an argon2 hash."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # radiologist | admin
+    password_hash: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: consecutive failed sign-ins; reset by a successful one
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None]
+    last_login_at: Mapped[datetime | None]
+
+
+class UserSession(Base):
+    """A signed-in browser. Only the SHA-256 of the cookie value is stored, so a copy of the
+    database does not hand out live sessions."""
+
+    __tablename__ = "user_sessions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ip: Mapped[str | None] = mapped_column(String(64))
+    revoked_at: Mapped[datetime | None]
+
+
+class Review(Base):
+    """A radiologist's verdict on one finding of one analysis. Append-only (database
+    triggers refuse UPDATE and DELETE): a change of mind is a new row, the latest counts."""
+
+    __tablename__ = "reviews"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    #: `condition_level[_side]` as the RSNA columns (`left_neural_foraminal_narrowing_l4_l5`)
+    #: or `disc_<finding>_<level>` for a disc finding
+    finding_key: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # stenosis | disc
+    model_version: Mapped[str | None] = mapped_column(String(128))
+    node_value: Mapped[str | None] = mapped_column(String(32))
+    verdict: Mapped[str] = mapped_column(String(8))  # confirm | correct
+    #: the radiologist's grade (`Normal/Mild`, `Moderate`, `Severe`) or `present`/`absent`
+    corrected_value: Mapped[str | None] = mapped_column(String(32))
+    comment: Mapped[str | None] = mapped_column(Text)
+    reviewer: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class ReportVersion(Base):
+    """A corrected SR asked for from the console: built by a worker, delivered as a new
+    version whose Predecessor Documents Sequence names the SR it supersedes."""
+
+    __tablename__ = "report_versions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    #: the analysis whose findings are corrected
+    analysis_job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    #: the job row that holds the corrected objects and their deliveries, once built
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    supersedes_sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    # queued -> built | failed
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    error: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    built_at: Mapped[datetime | None]

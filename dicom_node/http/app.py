@@ -24,7 +24,9 @@ from dicom_node.config import NodeConfig
 from dicom_node.db.models import Delivery, Job, Study
 from dicom_node.db.session import transaction
 from dicom_node.http import dicomweb, multipart, qido
+from dicom_node.http.auth import COOKIE, Requester, principal
 from dicom_node.http.metrics import registry_for
+from dicom_node.http.ui import console_router
 from dicom_node.ingest import IngestError, Ingestor
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,12 @@ def create_app(config: NodeConfig, sessions: sessionmaker[Session],
                            allow_headers=["Authorization", "Content-Type", "Accept"])
 
     def authorised(request: Request) -> str:
+        # a console session (cookie) may read, so a viewer on this origin works after
+        # sign-in; writing (STOW-RS, admin POSTs) stays bearer-only
+        if request.method in ("GET", "HEAD") and COOKIE in request.cookies:
+            user = principal(sessions, request)
+            if user is not None:
+                return Requester(_ip(request), user.name)
         if not config.api_token:
             raise HTTPException(503, "API_TOKEN is not configured: authenticated routes are off")
         header = request.headers.get("authorization", "")
@@ -264,6 +272,7 @@ def create_app(config: NodeConfig, sessions: sessionmaker[Session],
             raise HTTPException(404, str(exc)) from None
         return JSONResponse({"deliveries": ids})
 
+    app.include_router(console_router(config, sessions))
     return app
 
 
@@ -316,7 +325,8 @@ def _ip(request: Request) -> str:
 def _audit_read(sessions: sessionmaker[Session], ip: str, event_type: str,
                 study_uid: str | None, **detail: Any) -> None:
     with transaction(sessions) as session:
-        audit.record(session, event_type, actor="dicomweb", ip=ip, study_uid=study_uid, **detail)
+        audit.record(session, event_type, actor=getattr(ip, "user", None) or "dicomweb",
+                     ip=ip, study_uid=study_uid, **detail)
 
 
 def _stow_response(stored: list[Any], failed: list[dict], base: str) -> dict:

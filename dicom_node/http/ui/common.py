@@ -1,0 +1,90 @@
+"""What every console page shares: the template environment, who is signed in, role and
+CSRF checks, and the audit record of each view.
+
+Pages are rendered on the server from Jinja2 templates shipped in the package (no frontend
+build): the console must run from the node image as it is, offline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import HTTPException, Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicom_node import audit
+from dicom_node.config import NodeConfig
+from dicom_node.db.session import transaction
+from dicom_node.http.auth import Principal, csrf_ok, principal
+
+TEMPLATES = Environment(loader=PackageLoader("dicom_node.http.ui", "templates"),
+                        autoescape=select_autoescape(["html"]), trim_blocks=True,
+                        lstrip_blocks=True)
+
+
+@dataclass(frozen=True)
+class Console:
+    """Configuration and database of the node, handed to every console router."""
+
+    config: NodeConfig
+    sessions: sessionmaker[Session]
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def user(console: Console, request: Request) -> Principal:
+    """The signed-in user, or a redirect to /ui/login that comes back here afterwards."""
+    found = principal(console.sessions, request)
+    if found is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        # an HTTPException carrying a redirect: routers cannot add app exception handlers
+        raise HTTPException(303, "sign in first", headers={
+            "Location": f"/ui/login?next={quote(target, safe='')}"})
+    return found
+
+
+def admin(console: Console, request: Request) -> Principal:
+    """The signed-in user if an admin; 403 (audited) for anyone else."""
+    who = user(console, request)
+    if not who.is_admin:
+        with transaction(console.sessions) as session:
+            audit.record(session, "ui.forbidden", actor=who.name, ip=client_ip(request),
+                         path=request.url.path, role=who.role)
+        raise HTTPException(403, "this page is for admins")
+    return who
+
+
+async def form_checked(request: Request, who: Principal) -> dict[str, str]:
+    """The POSTed form if its CSRF token is the session's; 403 otherwise."""
+    form = await request.form()
+    if not csrf_ok(who.csrf_token, str(form.get("csrf_token") or "")):
+        raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")
+    return {k: str(v) for k, v in form.items()}
+
+
+def viewed(console: Console, request: Request, who: Principal, event_type: str,
+           study_uid: str | None = None, patient_id: str | None = None,
+           **detail: Any) -> None:
+    """One audit row per view of patient data, under the person who looked."""
+    with transaction(console.sessions) as session:
+        audit.record(session, event_type, actor=who.name, ip=client_ip(request),
+                     study_uid=study_uid, patient_id=patient_id, **detail)
+
+
+def render(request: Request, name: str, who: Principal | None, status_code: int = 200,
+           **context: Any) -> HTMLResponse:
+    html = TEMPLATES.get_template(name).render(user=who, path=request.url.path,
+                                               quote=quote, **context)
+    return HTMLResponse(html, status_code=status_code, headers={
+        "Cache-Control": "no-store",
+        "X-Frame-Options": "DENY",
+        "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                                   "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+        "Referrer-Policy": "same-origin",
+    })
