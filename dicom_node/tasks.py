@@ -8,6 +8,9 @@ PROCESS_STUDY: Final = "lumbar.process_study"
 DELIVER_RESULTS: Final = "lumbar.deliver_results"
 RELAY_OUTBOX: Final = "lumbar.relay_outbox"
 RECONCILE: Final = "lumbar.reconcile"
+#: a corrected SR from radiologists' reviews: builds DICOM with highdicom, so it runs where
+#: the imaging stack is (the gpu queue's worker image), not on the io worker
+CORRECTED_REPORT: Final = "lumbar.corrected_report"
 
 GPU_QUEUE: Final = "gpu"
 IO_QUEUE: Final = "io"
@@ -17,4 +20,5 @@ QUEUE_OF: Final[dict[str, str]] = {
     DELIVER_RESULTS: IO_QUEUE,
     RELAY_OUTBOX: IO_QUEUE,
     RECONCILE: IO_QUEUE,
+    CORRECTED_REPORT: GPU_QUEUE,
 }

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "resend": ("dicom_node.resend_cli", "queue results of a study for delivery again"),
     "pull": ("dicom_node.pull_cli", "fetch a study from a PACS by DICOMweb and process it"),
     "users": ("dicom_node.users_cli", "add or list review console users"),
+    "feedback": ("dicom_node.feedback_cli", "export radiologists' reviews as labels"),
     "demo": ("workers.demo", "run node and worker locally on a synthetic study, end to end"),
 }
 

@@ -10,12 +10,12 @@ from dicom_node.config import NodeConfig
 
 
 def console_router(config: NodeConfig, sessions: sessionmaker[Session]) -> APIRouter:
-    from dicom_node.http.ui import login
+    from dicom_node.http.ui import admin, agreement, login, review, worklist
     from dicom_node.http.ui.common import Console
 
     console = Console(config, sessions)
     api = APIRouter()
-    for module in (login,):
+    for module in (login, worklist, review, admin, agreement):
         api.include_router(module.router(console))
 
     @api.get("/ui/static/console.css", include_in_schema=False)

@@ -1,0 +1,50 @@
+"""`lumbar-node feedback export --out DIR`: radiologists' confirmations and corrections as
+labels in the RSNA 2024 layout (see dicom_node.feedback.export), and
+`lumbar-node feedback agreement`: the agreement report as JSON. Both are audited."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from pathlib import Path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True)
+    export = sub.add_parser("export", help="write train.csv, studies.csv and discs.csv")
+    export.add_argument("--out", type=Path, required=True)
+    sub.add_parser("agreement", help="print agreement per model version as JSON")
+    parser.add_argument("--database-url", help="overrides LUMBAR_NODE_DATABASE_URL")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dicom_node import audit, feedback
+    from dicom_node.audit_cli import schema_missing
+    from dicom_node.config import load_config
+    from dicom_node.db.session import make_engine, make_sessionmaker, transaction
+
+    config = load_config()
+    url = args.database_url or config.db_url
+    missing = schema_missing(url)
+    if missing:
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
+    engine = make_engine(url)
+    actor = f"cli:{getpass.getuser()}"
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            if args.action == "agreement":
+                report = feedback.agreement_report(feedback.all_reviews(session))
+                audit.record(session, "feedback.agreement", actor=actor)
+                print(json.dumps(report, indent=2))
+                return 0
+            counts = feedback.export(session, args.out)
+            audit.record(session, "feedback.exported", actor=actor, out=str(args.out),
+                         **counts)
+    finally:
+        engine.dispose()
+    print(f"wrote {args.out}/train.csv ({counts['studies']} studies, {counts['labels']} "
+          f"labels), studies.csv, discs.csv ({counts['disc_labels']} disc labels)")
+    return 0
