@@ -12,11 +12,14 @@ from pathlib import Path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--database-url", help="overrides LUMBAR_NODE_DATABASE_URL")
     sub = parser.add_subparsers(dest="action", required=True)
-    export = sub.add_parser("export", help="write train.csv, studies.csv and discs.csv")
+    export = sub.add_parser("export", parents=[common],
+                            help="write train.csv, studies.csv and discs.csv")
     export.add_argument("--out", type=Path, required=True)
-    sub.add_parser("agreement", help="print agreement per model version as JSON")
-    parser.add_argument("--database-url", help="overrides LUMBAR_NODE_DATABASE_URL")
+    sub.add_parser("agreement", parents=[common],
+                   help="print agreement per model version as JSON")
 
 
 def run(args: argparse.Namespace) -> int:

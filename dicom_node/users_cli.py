@@ -14,14 +14,15 @@ from pathlib import Path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--database-url", help="overrides LUMBAR_NODE_DATABASE_URL")
     sub = parser.add_subparsers(dest="action", required=True)
-    add = sub.add_parser("add", help="create a console user")
+    add = sub.add_parser("add", parents=[common], help="create a console user")
     add.add_argument("name")
     add.add_argument("--role", required=True, choices=("radiologist", "admin"))
     add.add_argument("--password-file", type=Path,
                      help="file whose first line is the password (else read from stdin)")
-    sub.add_parser("list", help="list console users")
-    parser.add_argument("--database-url", help="overrides LUMBAR_NODE_DATABASE_URL")
+    sub.add_parser("list", parents=[common], help="list console users")
 
 
 def _password(args: argparse.Namespace) -> str:

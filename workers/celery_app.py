@@ -20,7 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node.broker import DELIVERY_TIME_LIMIT_S, celery_settings
 from dicom_node.config import NodeConfig, load_config
 from dicom_node.db.session import make_engine, make_sessionmaker
-from dicom_node.tasks import DELIVER_RESULTS, PROCESS_STUDY, RECONCILE, RELAY_OUTBOX
+from dicom_node.tasks import (
+    CORRECTED_REPORT,
+    DELIVER_RESULTS,
+    PROCESS_STUDY,
+    RECONCILE,
+    RELAY_OUTBOX,
+)
 
 log = logging.getLogger(__name__)
 RELAY_EVERY_S = 5.0
@@ -112,6 +118,14 @@ def _register(app: Celery, runtime: Runtime) -> None:
         from dicom_node.delivery.service import deliver
 
         return deliver(runtime.sessions, config, delivery_id)
+
+    @app.task(name=CORRECTED_REPORT, acks_late=True, reject_on_worker_lost=True,
+              time_limit=300, soft_time_limit=270)
+    def corrected_report(report_version_id: int) -> str:
+        from workers.corrected_report import build_corrected_report
+
+        return build_corrected_report(runtime.sessions, config, report_version_id,
+                                      worker_name=runtime.hostname)
 
     @app.task(name=RELAY_OUTBOX, time_limit=60, ignore_result=True)
     def relay_outbox() -> int:

@@ -68,7 +68,47 @@ class NodeCollector(Collector):
         yield d
 
 
+class ReviewCollector(Collector):
+    """Radiologists' agreement with the node per model version and finding, from the
+    latest review of each finding (see dicom_node.feedback)."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def collect(self) -> Iterator[object]:
+        from dicom_node import feedback
+        from dicom_node.db.models import Review
+
+        with self.sessions() as s:
+            verdicts = dict(s.execute(select(Review.verdict, func.count(Review.id))
+                                      .group_by(Review.verdict)).all())
+            report = feedback.agreement_report(feedback.all_reviews(s))
+        c = CounterMetricFamily("lumbar_reviews", "Findings reviewed by radiologists",
+                                labels=["verdict"])
+        for verdict in ("confirm", "correct"):
+            c.add_metric([verdict], verdicts.get(verdict, 0))
+        yield c
+        labels = ["model_version", "finding"]
+        agree = GaugeMetricFamily("lumbar_review_agreement", "Share of reviewed findings "
+                                  "where the radiologist agreed with the node", labels=labels)
+        kappa = GaugeMetricFamily("lumbar_review_kappa", "Cohen's kappa between node and "
+                                  "radiologists", labels=labels)
+        count = GaugeMetricFamily("lumbar_review_pairs", "Reviewed findings the node graded",
+                                  labels=labels)
+        for version, groups in report["by_model"].items():
+            for group, stats in groups.items():
+                count.add_metric([version, group], stats["n"])
+                if stats["agreement"] is not None:
+                    agree.add_metric([version, group], stats["agreement"])
+                if stats["kappa"] is not None:
+                    kappa.add_metric([version, group], stats["kappa"])
+        yield agree
+        yield kappa
+        yield count
+
+
 def registry_for(sessions: sessionmaker[Session]) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector(sessions))
+    registry.register(ReviewCollector(sessions))
     return registry

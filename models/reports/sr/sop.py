@@ -52,6 +52,7 @@ def build_sr(
     segs: Sequence[Dataset] = (),
     series_number: int = 9001,
     contributing_equipment: Sequence[hd.ContributingEquipment] | None = None,
+    previous_versions: Sequence[Dataset] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """TID 1500 report of the 25 findings: one group each, in RSNA column order except
     that a group with the most NUMs leads (see :func:`_complete_first`), then one group per
@@ -59,7 +60,8 @@ def build_sr(
     ``models.reports.sr.discs``), and at the root the notice that the result needs review.
 
     ``headers`` maps SOPInstanceUID -> source dataset (pixel data not needed) for every
-    instance a finding or measurement points to; ``segs`` are the SEGs to reference.
+    instance a finding or measurement points to; ``segs`` are the SEGs to reference;
+    ``previous_versions`` are the SRs this one supersedes (Predecessor Documents Sequence).
     """
     by_key, levels = check_findings(findings)
     models = findings.get("models") or {}
@@ -127,6 +129,7 @@ def build_sr(
         # "partial" while it writes the results, so it cannot say
         is_complete=all(f.get("assessable") for f in by_key.values()),
         contributing_equipment=contributing_equipment,
+        previous_versions=list(previous_versions) or None,
     )
     if str(sr.StudyInstanceUID) != study_uid:
         raise ValueError(
