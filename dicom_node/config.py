@@ -131,6 +131,14 @@ class NodeConfig:
     max_pdu_size: int = 65536
     max_instance_bytes: int = 512 * 1024 * 1024
     max_instances_per_study: int = 5000
+    #: bytes a receiving process may hold acknowledged in the spool but not yet indexed
+    #: (the database restarting, say); past it C-STORE answers 0xA700, STOW-RS 503
+    spool_max_pending_bytes: int = 2 * 1024**3
+    #: free disk space under the spool below which instances are refused the same way
+    spool_min_free_bytes: int = 512 * 1024**2
+    #: how often serve indexes spooled files that have no row (a receiver killed between
+    #: acknowledging and indexing); the whole spool is swept once at startup
+    index_sweep_seconds: float = 30.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None

@@ -1,8 +1,10 @@
 """`lumbar-node serve`: the DICOM SCP, the HTTP server and the scheduler in one process.
 
 The scheduler is one loop over database queries: close studies that have settled, relay
-the outbox to the broker, and every few ticks re-queue stuck jobs and due deliveries.
-Nothing is kept in memory that a restart would lose.
+the outbox to the broker, and every few ticks re-queue stuck jobs and due deliveries and
+sweep the spool for files without an index row. Nothing is kept in memory that a restart
+would lose: an instance acknowledged but not yet indexed is a file in the spool, and the
+sweep at startup indexes it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import logging
 import signal
 import threading
+import time
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,17 +26,25 @@ RECONCILE_EVERY_TICKS = 10
 
 class Scheduler:
     def __init__(self, config: NodeConfig, sessions: sessionmaker[Session],
-                 publish: Any | None) -> None:
+                 publish: Any | None, sweeper: Any | None = None) -> None:
         self.config, self.sessions, self.publish = config, sessions, publish
+        self.sweeper = sweeper
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.ticks = 0
+        self._swept_at: float | None = None
 
     def tick(self) -> None:
         from dicom_node.outbox import relay
         from dicom_node.reconcile import reconcile
         from dicom_node.studies import close_due_studies
 
+        now = time.monotonic()
+        if self.sweeper is not None and (
+                self._swept_at is None
+                or now - self._swept_at >= self.config.index_sweep_seconds):
+            self.sweeper.sweep()  # first: a study must not close before its swept files
+            self._swept_at = now
         close_due_studies(self.sessions, self.config)
         if self.ticks % RECONCILE_EVERY_TICKS == 0:
             reconcile(self.sessions, self.config)
@@ -65,19 +76,28 @@ class Node:
     def __init__(self, config: NodeConfig, *, http: bool = True, scheduler: bool = True,
                  publish: Any | None = None) -> None:
         from dicom_node.db.session import make_engine, make_sessionmaker
+        from dicom_node.indexer import Indexer
         from dicom_node.ingest import Ingestor
+        from dicom_node.instance_index import InstanceIndex
+        from dicom_node.sweep import Sweeper
 
         self.config = config
         config.spool.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(config.db_url)
         self.sessions = make_sessionmaker(self.engine)
-        self.ingestor = Ingestor(config, self.sessions)
+        self.indexer = Indexer(self.sessions, InstanceIndex(config.max_instances_per_study))
+        self.ingestor = Ingestor(config, self.sessions, self.indexer)
         self._publisher: Any = None
         if scheduler and publish is None:
             from dicom_node.broker import Publisher
 
             self._publisher = publish = Publisher(config)
-        self.scheduler = Scheduler(config, self.sessions, publish) if scheduler else None
+        # the sweep runs in the scheduler, the one loop of serve: siblings only receive
+        sweeper = Sweeper(config.spool, self.sessions,
+                          InstanceIndex(config.max_instances_per_study),
+                          grace_seconds=max(config.index_sweep_seconds, 5.0))
+        self.scheduler = Scheduler(config, self.sessions, publish, sweeper) \
+            if scheduler else None
         self.http_enabled = http
         self._http_server: Any = None
         self._http_thread: threading.Thread | None = None
@@ -88,6 +108,7 @@ class Node:
         from dicom_node.dimse.processes import ReceiverProcesses
         from dicom_node.dimse.scp import StoreSCP
 
+        self.indexer.start()
         self.receivers = ReceiverProcesses(self.config)
         self.scp = StoreSCP(self.config, self.sessions, self.ingestor)
         self.scp.start(reuse_port=self.receivers.shared)
@@ -128,6 +149,7 @@ class Node:
             self.scp.stop()
         if self.receivers is not None:
             self.receivers.stop()
+        self.indexer.stop()
         if self._publisher is not None:
             self._publisher.close()
         self.engine.dispose()

@@ -3,7 +3,9 @@
 Paths are built only from SHA-1 hashes of validated UIDs, never from raw tag values, so a
 hostile UID cannot steer a write outside the spool. Writes go to a temporary file in the
 target folder, are fsynced and then renamed: a crash leaves either the whole file or none
-(and at worst a `.incoming-*.tmp` file, never read as an instance).
+(and at worst a `.incoming-*.tmp` file, never read as an instance). Once the folder is
+fsynced the file is the record of the instance: the node acknowledges it then, and the index
+follows (see :mod:`dicom_node.indexer`).
 """
 
 from __future__ import annotations
@@ -44,10 +46,28 @@ class Spool:
             raise
         return Path(tmp)
 
+    def place_new(self, staged: Path, path: Path) -> bool:
+        """Like :meth:`place`, but never over an existing file: False (and the staged copy
+        removed) when the instance is there already. A hard link is the atomic
+        rename-unless-exists, so of two copies of one instance arriving at once the first
+        stays, as its index row will say."""
+        try:
+            os.link(staged, path)
+        except FileExistsError:
+            return False
+        finally:
+            staged.unlink(missing_ok=True)
+        self._sync_folder(path.parent)
+        return True
+
     def place(self, staged: Path, path: Path) -> None:
         """Atomic rename, then the folder fsync that makes the rename itself durable."""
         os.replace(staged, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+        self._sync_folder(path.parent)
+
+    @staticmethod
+    def _sync_folder(folder: Path) -> None:
+        dir_fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:

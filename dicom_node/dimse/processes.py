@@ -54,6 +54,9 @@ def _receiver(config: NodeConfig, parent_pid: int, loglevel: int, ready: Any) ->
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     engine = make_engine(config.db_url)
+    # its own index writer (StoreSCP makes one): a sibling shares nothing with serve but
+    # the spool and the database, and a file it acknowledged but did not index before it
+    # died is found by serve's sweep
     scp = StoreSCP(config, make_sessionmaker(engine))
     scp.start(reuse_port=True)
     ready.set()

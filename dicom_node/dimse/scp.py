@@ -2,7 +2,10 @@
 
 Access is decided once per association (calling AE allowlist, optional IP pin, called AE
 must be ours) and every refusal is audited. The C-STORE handler writes the dataset as the
-peer encoded it (no decode/re-encode round trip) through :class:`~dicom_node.ingest.Ingestor`.
+peer encoded it (no decode/re-encode round trip) through :class:`~dicom_node.ingest.Ingestor`
+and answers once the file is durable in the spool; the index row and every audit event of
+the association are written by the process's :class:`~dicom_node.indexer.Indexer`, so no
+answer waits for the database, and none is refused while it restarts.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from dicom_node import audit
 from dicom_node.config import NodeConfig
 from dicom_node.db.session import transaction
 from dicom_node.dimse.part10 import from_c_store
+from dicom_node.indexer import Indexer
 from dicom_node.ingest import INVALID_UID, SUCCESS, IngestError, Ingestor
+from dicom_node.instance_index import InstanceIndex
 from dicom_node.sop_classes import STORAGE_CLASSES, TRANSFER_SYNTAXES
 from dicom_node.tls import server_context
 
@@ -58,7 +63,11 @@ class StoreSCP:
     ) -> None:
         self.config = config
         self.sessions = sessions
-        self.ingestor = ingestor or Ingestor(config, sessions)
+        self._own_indexer: Indexer | None = None
+        if ingestor is None:
+            self._own_indexer = Indexer(sessions, InstanceIndex(config.max_instances_per_study))
+            ingestor = Ingestor(config, sessions, self._own_indexer)
+        self.ingestor = ingestor
         self.server: ThreadedAssociationServer | None = None
         if not config.allowed_callers:
             log.warning("ALLOWED_CALLERS is empty: every calling AE will be rejected")
@@ -69,6 +78,8 @@ class StoreSCP:
         With ``reuse_port`` several processes bind the same port and the kernel spreads
         incoming associations over them (see :mod:`dicom_node.dimse.processes`).
         """
+        if self._own_indexer is not None and not self._own_indexer.running:
+            self._own_indexer.start()
         handlers = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
@@ -95,6 +106,8 @@ class StoreSCP:
             # make_server does not do; stop the accept loop and close the socket directly
             socketserver.TCPServer.shutdown(server)
             server.server_close()
+        if self._own_indexer is not None:
+            self._own_indexer.stop()
 
     # --- handlers -----------------------------------------------------------------------
 
@@ -136,6 +149,10 @@ class StoreSCP:
         event.assoc.kill()  # lets the DUL flush the A-ASSOCIATE-RJ before the socket closes
 
     def _audit(self, event_type: str, *, ae_title: str, ip: str, **detail: Any) -> None:
+        indexer = self.ingestor.indexer
+        if indexer is not None:  # written with the next index batch, not on this thread
+            indexer.audit(event_type, ae_title=ae_title, ip=ip, actor="dimse", **detail)
+            return
         try:
             with transaction(self.sessions) as session:
                 audit.record(session, event_type, ae_title=ae_title, ip=ip, actor="dimse",

@@ -23,6 +23,11 @@ def scp(node_config, sessions):
     server.stop()
 
 
+def _indexed(scp: StoreSCP) -> None:
+    """The answer comes once the file is in the spool; the index follows in a batch."""
+    scp.ingestor.indexer.flush()
+
+
 def _events(sessions, event_type: str) -> list[AuditEvent]:
     with sessions() as s:
         return list(s.scalars(select(AuditEvent).where(AuditEvent.event_type == event_type)))
@@ -32,6 +37,7 @@ def test_storescu_study_is_spooled_and_indexed(tmp_path, node_config, sessions, 
     study_uid, files = write_study(tmp_path / "study", n=3)
     result = storescu(node_config.dimse_port, files)
     assert result.returncode == 0, result.stderr
+    _indexed(scp)
     with sessions() as s:
         study = s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
         assert study is not None and study.instance_count == 9
@@ -44,6 +50,7 @@ def test_storescu_study_is_spooled_and_indexed(tmp_path, node_config, sessions, 
     assert len(_events(sessions, "instance.stored")) == 9
     # same study again: stored once, counted once
     assert storescu(node_config.dimse_port, files).returncode == 0
+    _indexed(scp)
     with sessions() as s:
         assert s.scalar(select(func.count(Instance.id))) == 9
         assert s.scalar(select(Study.instance_count)) == 9
@@ -54,11 +61,13 @@ def test_unknown_calling_ae_rejected_and_audited(tmp_path, node_config, sessions
     result = storescu(node_config.dimse_port, files, calling="STRANGER")
     assert result.returncode != 0
     assert "Association Rejected" in result.stderr or "rejected" in result.stderr.lower()
+    _indexed(scp)
     events = _events(sessions, "association.rejected")
     assert [e.ae_title for e in events] == ["STRANGER"]
     assert "not in ALLOWED_CALLERS" in events[0].detail["reason"]
     wrong_called = storescu(node_config.dimse_port, files, called="OTHERNODE")
     assert wrong_called.returncode != 0
+    _indexed(scp)
     assert "OTHERNODE" in _events(sessions, "association.rejected")[1].detail["reason"]
     with sessions() as s:
         assert s.scalar(select(func.count(Instance.id))) == 0
@@ -83,6 +92,7 @@ def test_corrupt_instance_fails_others_kept(tmp_path, node_config, sessions, scp
                       "PACS", "LUMBARNODE", "--no-halt")
     assert "error: cannotunderstand" in result.stderr.lower()
     assert result.stderr.count("Received Store Response (Success)") == 3
+    _indexed(scp)
     with sessions() as s:
         assert s.scalar(select(func.count(Instance.id))) == 3
     refused = _events(sessions, "instance.refused")
@@ -129,21 +139,29 @@ def test_instance_limit_gives_out_of_resources(tmp_path, node_config, sessions):
         assert s.scalar(select(func.count(Instance.id))) == 2
 
 
-def test_database_down_gives_out_of_resources_and_keeps_no_file(tmp_path, node_config):
+def test_database_down_accepts_into_the_spool_up_to_its_bound(tmp_path, node_config):
+    """No database: instances are acknowledged from the spool until the backlog awaiting
+    the index reaches SPOOL_MAX_PENDING_BYTES; past it 0xA700, and nothing half-written."""
     from dicom_node.db.session import make_engine, make_sessionmaker
 
-    config = node_config.replace(database_url="postgresql+psycopg://postgres@127.0.0.1:1/none")
+    _, files = write_study(tmp_path / "study", n=4, roles=("sag_t2",))
+    size = max(f.stat().st_size for f in files)
+    config = node_config.replace(database_url="postgresql+psycopg://postgres@127.0.0.1:1/none",
+                                 spool_max_pending_bytes=2 * size + 1024)
     engine = make_engine(config.db_url)
     server = StoreSCP(config, make_sessionmaker(engine))
     server.start()
     try:
-        _, files = write_study(tmp_path / "study", n=1, roles=("sag_t2",))
-        result = storescu(config.dimse_port, files)
+        result = storescu(config.dimse_port, files, "PACS", "LUMBARNODE", "--no-halt")
+        backlog = server.ingestor.indexer.backlog
     finally:
         server.stop()
         engine.dispose()
-    assert "Refused: OutOfResources" in result.stderr
-    assert list(config.data_dir.rglob("*.dcm")) == []
+    assert result.stderr.count("Received Store Response (Success)") == 2, result.stderr
+    assert result.stderr.count("Refused: OutOfResources") == 2
+    assert backlog == 2
+    assert len(list(config.spool.rglob("*.dcm"))) == 2
+    assert list(config.spool.rglob(".incoming-*")) == []
 
 
 @pytest.mark.parametrize("flag, syntax", [("-xd", "1.2.840.10008.1.2.1.99"),
@@ -154,6 +172,7 @@ def test_transfer_syntaxes_kept_as_sent(tmp_path, node_config, sessions, scp, fl
     _, files = write_study(tmp_path / "study", n=1, roles=("sag_t2",))
     result = storescu(node_config.dimse_port, files, "PACS", "LUMBARNODE", flag)
     assert result.returncode == 0, result.stderr
+    _indexed(scp)
     with sessions() as s:
         inst = s.scalar(select(Instance))
     assert inst.transfer_syntax_uid == syntax
@@ -167,6 +186,7 @@ def test_spooled_file_is_the_sent_data_set_with_our_meta(tmp_path, node_config, 
 
     _, files = write_study(tmp_path / "study", n=1, roles=("sag_t2",))
     assert storescu(node_config.dimse_port, files).returncode == 0
+    _indexed(scp)
     with sessions() as s:
         spooled = Path(s.scalars(select(Instance.path)).one())
     sent, kept = pydicom.dcmread(files[0]), pydicom.dcmread(spooled)

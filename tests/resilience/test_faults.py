@@ -32,9 +32,22 @@ def test_redis_restart_while_studies_arrive(tmp_path, studies, database_url):
 
 
 def test_postgres_restart_while_studies_arrive(tmp_path, studies, redis_server):
+    """A private cluster stopped in the middle of a multi-association load: nothing refused,
+    nothing lost, nothing doubled, every study processed."""
     result = faults.postgres_restart(tmp_path, studies, redis_server.url, down_s=2.0,
                                      timeout=240)
     assert result["problems"] == []
+    assert result["refused"] == 0
+    assert result["spooled_while_down"] > 0, "the outage should land while studies arrive"
+    assert sum(e["instances"] for e in result["report"].values()) == sum(map(len, studies))
+
+
+def test_serve_killed_mid_study_then_restarted(tmp_path, studies, redis_server):
+    """kill -9 with acknowledged instances not indexed yet: the startup sweep indexes them
+    and both studies are processed."""
+    result = faults.serve_killed(tmp_path, studies, redis_server.url, timeout=240)
+    assert result["problems"] == []
+    assert result["acknowledged_unindexed"] > 0
     assert sum(e["instances"] for e in result["report"].values()) == sum(map(len, studies))
 
 
