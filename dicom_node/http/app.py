@@ -111,6 +111,10 @@ def create_app(config: NodeConfig, sessions: sessionmaker[Session],
                 failed.append({"reason": exc.reason, "status": exc.status})
         doc = _stow_response(stored, failed, base_url(request))
         status = 200 if not failed else (202 if stored else 409)
+        if failed and not stored and all(f["status"] == 0xA700 for f in failed):
+            # out of resources (spool bound, disk floor): PS3.18 503, worth retrying later
+            return JSONResponse(doc, status_code=503, media_type=DICOM_JSON,
+                                headers={"Retry-After": "30"})
         return JSONResponse(doc, status_code=status, media_type=DICOM_JSON)
 
     # --- QIDO-RS ---------------------------------------------------------------------------
