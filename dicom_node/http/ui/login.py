@@ -10,6 +10,7 @@ import secrets
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from dicom_node.db.session import transaction
 from dicom_node.http import auth
@@ -50,14 +51,19 @@ def router(console: Console) -> APIRouter:
         password = str(form.get("password") or "")
         next_url = _safe_next(str(form.get("next") or "/ui/"))
         ip = client_ip(request)
-        refused: auth.LoginRefused | None = None
-        with transaction(console.sessions) as session:
-            try:
-                found = auth.authenticate(session, config, name, password, ip)
-                token = auth.open_session(session, config, found, ip)
-            except auth.LoginRefused as exc:  # caught inside: the count and audit row commit
-                refused = exc
-        if refused is not None:
+
+        def attempt() -> tuple[str | None, auth.LoginRefused | None]:
+            with transaction(console.sessions) as session:
+                try:
+                    found = auth.authenticate(session, config, name, password, ip)
+                    return auth.open_session(session, config, found, ip), None
+                except auth.LoginRefused as exc:  # caught inside: count and audit commit
+                    return None, exc
+
+        # argon2 takes tens of milliseconds of CPU: off the event loop
+        token, refused = await run_in_threadpool(attempt)
+        if refused is not None or token is None:
+            refused = refused or auth.LoginRefused("sign-in failed")
             return login_page(request, str(refused), 429 if refused.locked else 401, next_url)
         response = RedirectResponse(next_url, status_code=303)
         auth.set_session_cookie(response, config, token)
