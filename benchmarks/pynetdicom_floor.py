@@ -5,7 +5,11 @@ that answers success once it holds the instance's bytes: what is left of the nod
 per instance when spooling, parsing and indexing are taken away. Prints one line per
 instance so the benchmark can check that every one arrived.
 
-    .venv/bin/python benchmarks/pynetdicom_floor.py PORT
+    .venv/bin/python benchmarks/pynetdicom_floor.py PORT [--chunked]
+
+``--chunked`` turns on pynetdicom's STORE_RECV_CHUNKED_DATASET (the data set written to a
+temporary file as its fragments arrive, read back here): what that option costs or saves
+on its own.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pynetdicom import evt
+from pynetdicom import _config, evt
 
 from dicom_node.config import NodeConfig
 from dicom_node.dimse.part10 import from_c_store
@@ -33,8 +37,16 @@ def main(argv: list[str]) -> int:
     ae = build_ae(NodeConfig(ae_title=AE_TITLE))
     lock = threading.Lock()
 
+    chunked = "--chunked" in argv
+    _config.STORE_RECV_CHUNKED_DATASET = chunked
+
     def on_store(event: Any) -> int:
-        data = from_c_store(event, calling_peer(event)[0])
+        if chunked:
+            path = Path(event.dataset_path)
+            data = path.read_bytes()
+            path.unlink()
+        else:
+            data = from_c_store(event, calling_peer(event)[0])
         with lock:
             print(len(data), flush=True)
         return 0x0000

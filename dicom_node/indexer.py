@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 256
 #: how long the writer lets a batch fill after its first instance: the index is off the
 #: answer path, so a few milliseconds here cost no sender anything and save commits
-LINGER_SECONDS = 0.005
+LINGER_SECONDS = 0.05
 BACKOFF_SECONDS = (0.2, 5.0)
 
 
