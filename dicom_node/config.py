@@ -118,6 +118,9 @@ class NodeConfig:
     #: build those URLs from X-Forwarded-Proto/-Host/-Prefix when no public_base_url is set;
     #: off by default, since any client could send the headers to steer the URLs
     trust_forwarded_headers: bool = False
+    #: folder of the pinned OHIF build (scripts/bootstrap.sh unpacks it); when set, the node
+    #: serves the viewer same-origin under /viewer/, pointed at its own /dicomweb
+    viewer_dir: Path | None = None
     #: bearer token sent with STOW-RS deliveries to DICOMweb destinations
     destination_token: str = field(default="", repr=False)
     settle_seconds: float = 10.0

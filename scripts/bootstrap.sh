@@ -56,4 +56,24 @@ if [ ! -e "$stamp" ]; then
   .venv/bin/pip install -q -e '.[dev]'
   touch "$stamp"
 fi
+# --- OHIF viewer: the pinned build from npm, unpacked at install time (never at run time) ---
+# The node serves it under /viewer/ when LUMBAR_NODE_VIEWER_DIR points here; the viewer tests
+# and deploy/'s proxy use the same folder.
+OHIF_VERSION=3.13.2
+ohif_dir=.cache/ohif/$OHIF_VERSION
+if [ ! -e "$ohif_dir/index.html" ]; then
+  if ! command -v npm >/dev/null; then
+    log "installing Debian package: npm"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get install -y -q npm >/dev/null 2>&1 || {
+      $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q npm >/dev/null; }
+  fi
+  log "fetching OHIF $OHIF_VERSION (@ohif/app from npm) into $ohif_dir"
+  ohif_tmp=$(mktemp -d)
+  (cd "$ohif_tmp" && npm pack --silent "@ohif/app@$OHIF_VERSION" >/dev/null)
+  rm -rf "$ohif_dir.partial" && mkdir -p "$ohif_dir.partial"
+  tar xzf "$ohif_tmp/ohif-app-$OHIF_VERSION.tgz" -C "$ohif_dir.partial" --strip-components=2 \
+    package/dist
+  rm -rf "$ohif_tmp" "$ohif_dir" && mv "$ohif_dir.partial" "$ohif_dir"
+fi
 log "ready"

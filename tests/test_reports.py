@@ -17,11 +17,13 @@ import pydicom
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from sr_reading import label, outline, sr_groups
 from test_reports_study import SERIES_UID, STUDY_UID, make_findings, make_study
 
 from lumbar_common.vocabulary import GRADES, LEVELS, rsna_key
 from models.reports import write_results
 from models.reports.seg.codes import SEGMENT_KINDS
+from models.reports.sr.viewers import OUTLINE_PREFIX, readable_tracking
 
 BIN = Path(sys.executable).parent
 NOT_ASSESSABLE = "left_subarticular_stenosis_l5_s1"
@@ -98,16 +100,18 @@ def test_tid1500reader_reads_every_group(study, tmp_path):
     assert len(groups) == 30
     expected = {_tracking(f) for f in study["findings"]["findings"]}
     expected |= {f"{level} level measurements" for level in LEVELS}
-    assert {g["TrackingIdentifier"] for g in groups} == expected
+    assert {readable_tracking(g["TrackingIdentifier"]) for g in groups} == expected
     # a group lists only its own evidence: the canal diameter for a canal grade, the disc
-    # heights in the level's own group
+    # heights in the level's own group, each height named for what it measures
     orders = {
-        g["TrackingIdentifier"]: tuple(m["quantity"]["CodeMeaning"] for m in g["measurementItems"])
+        readable_tracking(g["TrackingIdentifier"]): tuple(
+            m["quantity"]["CodeMeaning"] for m in g["measurementItems"]
+        )
         for g in groups
     }
     for text, order in orders.items():
         if text.endswith("level measurements"):
-            assert order == ("Height", "Height")
+            assert order == ("Anterior disc height", "Posterior disc height")
         elif "not assessable" in text:
             assert "Probability" not in order
         elif " canal:" in text:
@@ -197,9 +201,9 @@ def test_seg_segments_are_coded_and_coloured(study):
 
 def test_sr_grades_equal_the_findings(study):
     sr = hd.sr.srread(study["out"]["sr"])
-    groups = sr.content.get_planar_roi_measurement_groups()
-    assert len(groups) == 25
-    by_text = {str(g.tracking_identifier): g for g in groups}
+    groups = _drawn(sr.content)
+    assert len(groups) == 25  # every finding drawn: its outline is in its first NUM
+    by_text = {readable_tracking(str(g.tracking_identifier)): g for g in groups}
     for finding in study["findings"]["findings"]:
         group = by_text[_tracking(finding)]
         site = group.finding_sites[0]
@@ -219,11 +223,23 @@ def test_sr_grades_equal_the_findings(study):
             assert nums["Probability"] == pytest.approx(finding["probabilities"][index])
         else:
             assert severity == "Undetermined" and "Probability" not in nums
-        assert "Height" not in nums  # disc heights are not the evidence of any grade
+        # disc heights are not the evidence of any grade
+        assert not {"Anterior disc height", "Posterior disc height"} & set(nums)
         if finding["condition"] == "spinal_canal_stenosis":
             assert nums["Diameter"] == pytest.approx(12.0 - LEVELS.index(finding["level"]))
         else:
             assert "Diameter" not in nums
+
+
+def test_sr_labels_name_level_side_finding_and_grade(study):
+    """OHIF labels a measurement with the group's Comment: level, side, finding, grade."""
+    groups = sr_groups(pydicom.dcmread(study["out"]["sr"]))
+    for finding in study["findings"]["findings"]:
+        side = f"{finding['side']} " if finding["side"] else ""
+        short = _tracking(finding).split(":")[0].split()[-1]
+        grade = finding["grade"] if finding["assessable"] else "not assessable"
+        assert label(groups[_tracking(finding)]) == f"{finding['level']} {side}{short}: {grade}"
+    assert label(groups["L4-L5 level measurements"]) == "L4-L5 level measurements"
 
 
 def test_sr_groups_reference_disc_segment_and_draw_on_the_slice(study):
@@ -231,23 +247,26 @@ def test_sr_groups_reference_disc_segment_and_draw_on_the_slice(study):
     seg = pydicom.dcmread(study["out"]["seg_sag_t2"])
     disc_numbers = {s.SegmentLabel: s.SegmentNumber for s in seg.SegmentSequence}
     mid_sop = study["anatomy"].volumes["sag_t2"].sop_instance_uids[3]
-    measurements = next(
-        i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "126010"
-    )
-    for group in measurements.ContentSequence:
-        items = {i.ConceptNameCodeSequence[0].CodeMeaning: i for i in group.ContentSequence}
-        if items["Finding"].ConceptCodeSequence[0].CodeValue == "LSTEN-LEVEL":
+    for text, items in sr_groups(sr).items():
+        if text.endswith("level measurements"):
             continue  # a level's morphometry: its NUMs carry their own lines
-        region = items["Image Region"]
+        by_name = {i.ConceptNameCodeSequence[0].CodeMeaning: i for i in items}
+        region = outline(items)
+        if any(i.ValueType == "NUM" for i in items):
+            # in the first NUM, not beside the NUMs where no viewer looks
+            assert "Image Region" not in by_name
+            assert region.RelationshipType == "INFERRED FROM"
+        assert region.ConceptNameCodeSequence[0].CodeMeaning == "Image Region"
         assert region.GraphicType == "POLYLINE" and len(region.GraphicData) == 10
         assert (
             region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == mid_sop
         )
-        level = items["Finding Site"].ConceptCodeSequence[0].CodeMeaning.split()[2]
-        if "not assessable" in items["Tracking Identifier"].TextValue:
-            assert "Reason not assessable" in items
+        level = by_name["Finding Site"].ConceptCodeSequence[0].CodeMeaning.split()[2]
+        if "not assessable" in text:
+            assert "Reason not assessable" in by_name
             continue
-        source = items["Probability"].ContentSequence[0].ReferencedSOPSequence[0]
+        images = [i for i in by_name["Probability"].ContentSequence if i.ValueType == "IMAGE"]
+        source = images[0].ReferencedSOPSequence[0]
         assert source.ReferencedSOPInstanceUID == seg.SOPInstanceUID
         assert source.ReferencedSegmentNumber == disc_numbers[f"{level} disc"]
 
@@ -354,9 +373,9 @@ def test_a_complete_group_leads_when_the_first_finding_is_not_assessable(study, 
         study["anatomy"].volumes["sag_t2"], not_assessable=("spinal_canal_stenosis_l1_l2",)
     )
     out = write_results(findings, study["anatomy"], study["files"], tmp_path)
-    groups = hd.sr.srread(out["sr"]).content.get_planar_roi_measurement_groups()
-    assert str(groups[0].tracking_identifier) == "L2-L3 canal: moderate"
-    assert str(groups[1].tracking_identifier) == "L1-L2 canal: not assessable"
+    groups = hd.sr.srread(out["sr"]).content.get_image_measurement_groups()
+    assert readable_tracking(str(groups[0].tracking_identifier)) == "L2-L3 canal: moderate"
+    assert readable_tracking(str(groups[1].tracking_identifier)) == "L1-L2 canal: not assessable"
     assert len(groups[0].get_measurements()) == 2 and len(groups[1].get_measurements()) == 1
 
 
@@ -376,13 +395,31 @@ def test_findings_as_the_grader_leaves_them(study, tmp_path):
     cornerless["roi"] = dict(cornerless["roi"], corners_lps=None)
     out = write_results(findings, study["anatomy"], study["files"], tmp_path)
     content = hd.sr.srread(out["sr"]).content
-    planar = content.get_planar_roi_measurement_groups()
+    drawn = _drawn(content)
     volumetric = content.get_volumetric_roi_measurement_groups()
-    assert len(planar) == 23 and len(volumetric) == 2
+    assert len(drawn) == 23 and len(volumetric) == 2
     by_text = {str(g.tracking_identifier): g for g in volumetric}
     disc = by_text["L2-L3 canal: moderate"].reference_type  # the L2/L3 disc segment
     assert disc.meaning == "Referenced Segment"
     assert "L1-L2 canal: not assessable" in by_text
+    if shutil.which("dciodvfy"):
+        result = _run("dciodvfy", "-new", str(out["sr"]))
+        assert not [x for x in result.stderr.splitlines() if x.startswith("Error")]
+
+
+def test_an_outline_without_any_num_is_the_groups_region(study, tmp_path):
+    """A finding with an ROI but no number at all keeps its outline as a TID 1410 region,
+    which viewers read when a group has no NUM."""
+    findings = json.loads(json.dumps(study["findings"]))
+    target = next(f for f in findings["findings"] if f["condition"] != "spinal_canal_stenosis")
+    target.update(assessable=False, grade=None, probabilities=None, reason="image too noisy",
+                  measurements=[], explanation=None)
+    out = write_results(findings, study["anatomy"], study["files"], tmp_path)
+    planar = hd.sr.srread(out["sr"]).content.get_planar_roi_measurement_groups()
+    by_text = {str(g.tracking_identifier): g for g in planar}
+    assert set(by_text) == {_tracking(target), _tracking(_finding(study, NOT_ASSESSABLE))}
+    assert not by_text[_tracking(target)].get_measurements()
+    assert by_text[_tracking(target)].roi is not None
     if shutil.which("dciodvfy"):
         result = _run("dciodvfy", "-new", str(out["sr"]))
         assert not [x for x in result.stderr.splitlines() if x.startswith("Error")]
@@ -395,5 +432,21 @@ def test_without_labels_there_is_no_seg_and_no_segment_reference(study, tmp_path
     assert set(out) == {"sr", "keyimage", "ko"}
     sr = pydicom.dcmread(out["sr"])
     assert "1.2.840.10008.5.1.4.1.1.66.4" not in str(sr)  # Segmentation Storage
-    groups = hd.sr.srread(out["sr"]).content.get_planar_roi_measurement_groups()
-    assert len(groups) == 25
+    assert len(_drawn(hd.sr.srread(out["sr"]).content)) == 25
+
+
+def _finding(study: dict, key: str) -> dict:
+    return next(f for f in study["findings"]["findings"]
+                if rsna_key(f["condition"], f["side"], f["level"]) == key)
+
+
+def _drawn(content: hd.sr.MeasurementReport) -> list:
+    """Finding groups a viewer draws: the outline in the first NUM (tracking identifier with
+    the viewer's tool prefix), or the group's own region when it has no NUM (TID 1410)."""
+    nums = [
+        g
+        for g in content.get_image_measurement_groups()
+        if str(g.tracking_identifier).startswith(OUTLINE_PREFIX)
+        and " disc:" not in str(g.tracking_identifier)
+    ]
+    return nums + list(content.get_planar_roi_measurement_groups())

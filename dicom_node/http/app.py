@@ -27,6 +27,7 @@ from dicom_node.http import dicomweb, multipart, qido
 from dicom_node.http.auth import COOKIE, Requester, principal
 from dicom_node.http.metrics import registry_for
 from dicom_node.http.ui import console_router
+from dicom_node.http.viewer import viewer_router
 from dicom_node.ingest import IngestError, Ingestor
 
 log = logging.getLogger(__name__)
@@ -277,6 +278,7 @@ def create_app(config: NodeConfig, sessions: sessionmaker[Session],
         return JSONResponse({"deliveries": ids})
 
     app.include_router(console_router(config, sessions))
+    app.include_router(viewer_router(config))
     return app
 
 

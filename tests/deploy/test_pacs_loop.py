@@ -36,6 +36,7 @@ from sqlalchemy import select
 
 from dicom_node.db.models import AuditEvent, Delivery, Finding, Job, ResultObject, Study
 from lumbar_common.vocabulary import LEVELS
+from models.reports.sr.viewers import readable_tracking
 
 
 def _missing() -> str | None:
@@ -87,7 +88,7 @@ def measurement_groups(item: Dataset) -> list[str]:
     for child in item.get("ContentSequence", []):
         name = child.get("ConceptNameCodeSequence")
         if child.ValueType == "CONTAINER" and name and name[0].CodeValue == "125007":
-            found += [str(c.TextValue) for c in child.ContentSequence
+            found += [readable_tracking(str(c.TextValue)) for c in child.ContentSequence
                       if c.ValueType == "TEXT" and c.ConceptNameCodeSequence[0].CodeValue
                       == "112039"]  # Tracking Identifier
         else:

@@ -6,13 +6,20 @@ probability of that grade, the measurements behind that grade only (see
 ``models.reports.sr.measurements``) and who decided it, whether it needs review and what
 the other grader said (``models.reports.sr.trust``).
 
-The group's region is the ROI box on its slice (TID 1410, a SCOORD that OHIF draws). TID
-1410 allows an image region or a segment, not both, so the disc segment of the SEG is
-referenced from the probability NUM as its source (an IMAGE item with the segment number).
-Without an ROI the region is the disc segment (TID 1411); without either, the group is a
-TID 1501 group whose NUMs carry their measurement lines as SCOORDs. The grade (and a review
-mark) also goes into the tracking identifier text because OHIF does not show CODE
-evaluations as labels.
+Where viewers look for a finding's outline (see ``models.reports.sr.viewers``): a finding
+with an ROI is a TID 1501 group whose *first NUM* (the probability of the grade, else the
+first measurement) carries the ROI box on its slice as an INFERRED FROM SCOORD (purpose
+"Image Region"). That is where OHIF's TID 1500 adapter, dcmqi and 3D Slicer read the
+geometry of a group; an image region beside the NUMs (TID 1410) is found by none of them
+once the group has NUMs, and TID 1410 forbids coordinates inside its NUMs. The other NUMs
+carry their own measurement lines. The disc segment of the SEG is referenced from the
+probability NUM as its source (an IMAGE item with the segment number); without an ROI the
+group's region is the disc segment (TID 1411). A finding without any NUM (not assessable,
+no measurement) has nothing to hang an outline on and is listed, not drawn.
+
+Every group carries a Comment (DCM 121106) naming level, side, finding and grade, e.g.
+``"L4-L5 right subarticular: Moderate"``: OHIF takes a measurement's label from exactly that
+item, and otherwise shows only code meanings and numbers.
 """
 
 from __future__ import annotations
@@ -46,6 +53,12 @@ from models.reports.sr.measurements import (
     level_measurements,
 )
 from models.reports.sr.trust import review_suffix, trust_items
+from models.reports.sr.viewers import (
+    Outline,
+    comment,
+    outline_first,
+    viewer_tracking_identifier,
+)
 
 
 def tracking_text(finding: Mapping) -> str:
@@ -53,6 +66,15 @@ def tracking_text(finding: Mapping) -> str:
     severe]"``."""
     side = f"{finding['side']} " if finding.get("side") else ""
     grade = finding["grade"].lower() if finding.get("assessable") else "not assessable"
+    text = f"{finding['level']} {side}{CONDITION_SHORT[finding['condition']]}: {grade}"
+    return text + review_suffix(finding)
+
+
+def label_text(finding: Mapping) -> str:
+    """The label a viewer shows, e.g. ``"L4-L5 right subarticular: Moderate"``, ``"L1-L2
+    canal: not assessable"``, with the review mark of :func:`tracking_text`."""
+    side = f"{finding['side']} " if finding.get("side") else ""
+    grade = str(finding["grade"]) if finding.get("assessable") else "not assessable"
     text = f"{finding['level']} {side}{CONDITION_SHORT[finding['condition']]}: {grade}"
     return text + review_suffix(finding)
 
@@ -87,42 +109,53 @@ def measurement_group(
     segment: tuple[Dataset, int] | None,
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     level, side = finding["level"], finding.get("side")
-    roi_region = _roi(finding.get("roi"), locator)
-    free = roi_region is None and segment is None
+    outline = _roi(finding.get("roi"), locator)
+    # a group without an ROI but with the disc segment is a TID 1411 group, whose NUMs may
+    # not carry coordinates; every other group is TID 1501, whose NUMs may
+    volumetric = outline is None and segment is not None
     trust = trust_items(finding)
     nums = [_probability(finding, segment)] + [
-        build_measurement(str(record["name"]), record, level, locator, free, side)
+        build_measurement(str(record["name"]), record, level, locator, not volumetric, side)
         for record in finding_evidence(finding, level_record)
     ]
     measurements = [num for num in nums if num is not None] + trust.measurements
+    if outline is not None and measurements:
+        outline_first(measurements[0], outline)
     severity = GRADE_CODES[finding["grade"]] if finding.get("assessable") else UNDETERMINED
+    text = tracking_text(finding)
     common = dict(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=tracking_uid, identifier=tracking_text(finding)
+            uid=tracking_uid,
+            identifier=viewer_tracking_identifier(text)
+            if outline is not None and measurements
+            else text,
         ),
         finding_type=CONDITION_CODES[finding["condition"]],
         algorithm_id=algorithm,
         finding_sites=[
             hd.sr.FindingSite(LEVEL_CODES[level], laterality=LATERALITY.get(side or ""))
         ],
-        measurements=measurements,
+        measurements=measurements or None,
         qualitative_evaluations=[
             hd.sr.QualitativeEvaluation(SEVERITY, severity),
             *trust.evaluations,
         ],
     )
     group: hd.sr.MeasurementsAndQualitativeEvaluations
-    if roi_region is not None:
+    if outline is not None and not measurements:
+        # nothing to hang the outline on: a TID 1410 group whose region it is
         group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            referenced_region=roi_region, **common
+            referenced_region=outline.region(), **common
         )
-    elif segment is not None:
+    elif volumetric:
+        assert segment is not None
         group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             referenced_segment=referenced_segment(*segment), **common
         )
     else:
         group = hd.sr.MeasurementsAndQualitativeEvaluations(**common)
     content = group[0].ContentSequence
+    content.append(comment(label_text(finding)))
     if not finding.get("assessable"):
         content.append(
             hd.sr.TextContentItem(
@@ -166,6 +199,7 @@ def level_group(
         finding_sites=[hd.sr.FindingSite(LEVEL_CODES[level])],
         measurements=measurements or None,
     )
+    group[0].ContentSequence.append(comment(f"{level} level measurements"))
     for note in notes:
         group[0].ContentSequence.append(
             hd.sr.TextContentItem(
@@ -177,15 +211,15 @@ def level_group(
     return group
 
 
-def _roi(roi: Mapping | None, locator: SliceLocator) -> hd.sr.ImageRegion | None:
+def _roi(roi: Mapping | None, locator: SliceLocator) -> Outline | None:
+    """The finding's ROI box as a closed polyline on its slice, or None without corners."""
     if not roi or roi.get("corners_lps") is None:
         return None
     corners = roi["corners_lps"]
     if len(corners) < 3:
         raise ValueError(f"ROI needs at least 3 corners, got {corners!r}")
     source, data = locator.pixel_points(roi.get("series_instance_uid"), roi.get("slice"), corners)
-    closed = np.vstack([data, data[:1]])
-    return hd.sr.ImageRegion(hd.sr.GraphicTypeValues.POLYLINE, closed, source)
+    return Outline(source, data)
 
 
 def _probability(finding: Mapping, segment: tuple[Dataset, int] | None) -> hd.sr.Measurement | None:
@@ -225,6 +259,7 @@ def referenced_segment(seg: Dataset, segment_number: int) -> hd.sr.ReferencedSeg
 
 
 __all__ = [
+    "label_text",
     "level_group",
     "measurement_group",
     "referenced_segment",

@@ -10,8 +10,8 @@ grades, these are learned from real expert gradings, and a reader must know that
 
 The chosen grade's probability and each finding's probability are NUMs (DCM-style unit
 ``1``) so that programs can threshold them; the whole Pfirrmann and Modic distributions are
-TEXT for the reader. OHIF shows only the tracking identifier as a label, so the grades and
-the present findings are also written into it.
+TEXT for the reader. The grades and the present findings are also written into the
+tracking identifier and the group's Comment, which OHIF shows as its label.
 """
 
 from __future__ import annotations
@@ -33,6 +33,13 @@ from models.reports.sr.codes import (
     REASON,
     TRAINING_DATA,
     private,
+)
+from models.reports.sr.geometry import SliceLocator
+from models.reports.sr.viewers import (
+    Outline,
+    comment,
+    outline_first,
+    viewer_tracking_identifier,
 )
 
 #: Grader kind of every disc group: the disc grader is trained on real expert gradings.
@@ -185,13 +192,34 @@ def disc_algorithm(models: Mapping, disc: Mapping) -> hd.sr.AlgorithmIdentificat
     return hd.sr.AlgorithmIdentification(name=name, version=version)
 
 
+def disc_outline(level_record: Mapping | None, locator: SliceLocator) -> Outline | None:
+    """The disc on the slice its heights were measured on: the quadrilateral of the ends of
+    its anterior and posterior height lines. None when either line is missing or the two
+    lie on different slices."""
+    by_name = {str(m.get("name")): m for m in (level_record or {}).get("measurements") or []}
+    front, back = by_name.get("disc_height_anterior"), by_name.get("disc_height_posterior")
+    if not front or not back:
+        return None
+    where = [(m.get("series_instance_uid"), m.get("slice")) for m in (front, back)]
+    if where[0] != where[1] or where[0][0] is None:
+        return None
+    a, p = front.get("points_lps") or [], back.get("points_lps") or []
+    if len(a) != 2 or len(p) != 2:
+        return None
+    source, data = locator.pixel_points(where[0][0], where[0][1], [a[0], a[1], p[1], p[0]])
+    return Outline(source, data)
+
+
 def disc_group(
     disc: Mapping,
     tracking_uid: str,
     models: Mapping,
     segment: hd.sr.ReferencedSegment | None = None,
+    outline: Outline | None = None,
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    """TID 1501 group (TID 1411 when the disc segment of the SEG is known) of one disc."""
+    """TID 1501 group of one disc, its outline in the first NUM (see
+    ``models.reports.sr.viewers``); TID 1410 with the outline as region when it has no NUM,
+    TID 1411 when it has neither outline nor NUM but the disc segment of the SEG."""
     level = str(disc["level"])
     evaluations: list[hd.sr.QualitativeEvaluation] = []
     measurements: list[hd.sr.Measurement] = []
@@ -232,9 +260,14 @@ def disc_group(
         texts.append(_text(OOD_REASON, ood.get("reason") or "disc out of distribution"))
     if not assessable:
         texts.insert(0, _text(REASON, disc["reason"]))
+    text = disc_tracking_text(disc)
+    drawn = outline is not None and bool(measurements)
+    if drawn:
+        assert outline is not None
+        outline_first(measurements[0], outline)
     common = dict(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=tracking_uid, identifier=disc_tracking_text(disc)
+            uid=tracking_uid, identifier=viewer_tracking_identifier(text) if drawn else text
         ),
         finding_type=DISC_FINDING,
         algorithm_id=disc_algorithm(models, disc),
@@ -243,12 +276,17 @@ def disc_group(
         qualitative_evaluations=evaluations,
     )
     group: hd.sr.MeasurementsAndQualitativeEvaluations
-    if segment is not None:
+    if outline is not None and not measurements:
+        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            referenced_region=outline.region(), **common
+        )
+    elif segment is not None and outline is None:
         group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             referenced_segment=segment, **common
         )
     else:
         group = hd.sr.MeasurementsAndQualitativeEvaluations(**common)
+    group[0].ContentSequence.append(comment(text))
     group[0].ContentSequence.extend(texts)
     return group
 
@@ -257,18 +295,26 @@ def disc_groups(
     findings: Mapping,
     tracking_uid: Callable[[str], str],
     segments: Mapping[str, hd.sr.ReferencedSegment],
+    locator: SliceLocator | None = None,
 ) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
-    """Groups of every entry of ``findings["disc_findings"]``, in the given order."""
+    """Groups of every entry of ``findings["disc_findings"]``, in the given order; each
+    drawn where its level's disc heights were measured when ``locator`` is given."""
     models = findings.get("models") or {}
-    return [
-        disc_group(
-            disc,
-            tracking_uid(f"tracking/disc/{disc['level']}"),
-            models,
-            segments.get(str(disc["level"])),
+    levels = {str(rec.get("level")): rec for rec in findings.get("levels") or []}
+    groups = []
+    for disc in check_discs(findings.get("disc_findings") or []):
+        level = str(disc["level"])
+        outline = disc_outline(levels.get(level), locator) if locator is not None else None
+        groups.append(
+            disc_group(
+                disc,
+                tracking_uid(f"tracking/disc/{level}"),
+                models,
+                segments.get(level),
+                outline,
+            )
         )
-        for disc in check_discs(findings.get("disc_findings") or [])
-    ]
+    return groups
 
 
 def abbreviations() -> dict[str, str]:
@@ -283,6 +329,7 @@ __all__ = [
     "check_discs",
     "disc_group",
     "disc_groups",
+    "disc_outline",
     "disc_tracking_text",
     "present_findings",
     "validate_disc",

@@ -61,13 +61,24 @@ KNOWN: Final[dict[str, MeasurementKind]] = {
     "lateral_recess_patency": MeasurementKind(
         private("LSTEN-LRPATENCY", "Lateral recess patency"), NO_UNITS, "side"
     ),
+    # three heights of a level: each its own concept, since viewers label a NUM by its
+    # concept name alone and three "Height" rows cannot be told apart; the finding site
+    # (disc with an anterior/posterior modifier, or the vertebra) says the same in codes
     "disc_height_anterior": MeasurementKind(
-        codes.DCM.Height, codes.UCUM.Millimeter, "disc", codes.SCT.Anterior
+        private("LSTEN-DISCH-ANT", "Anterior disc height"),
+        codes.UCUM.Millimeter,
+        "disc",
+        codes.SCT.Anterior,
     ),
     "disc_height_posterior": MeasurementKind(
-        codes.DCM.Height, codes.UCUM.Millimeter, "disc", codes.SCT.Posterior
+        private("LSTEN-DISCH-POST", "Posterior disc height"),
+        codes.UCUM.Millimeter,
+        "disc",
+        codes.SCT.Posterior,
     ),
-    "vertebral_body_height": MeasurementKind(codes.DCM.Height, codes.UCUM.Millimeter, "vertebra"),
+    "vertebral_body_height": MeasurementKind(
+        private("LSTEN-VBODYH", "Vertebral body height"), codes.UCUM.Millimeter, "vertebra"
+    ),
     # named by direction when built (see listhesis_kind); the signed name is "listhesis",
     # "anterolisthesis" the name older findings used for the same signed value
     "listhesis": MeasurementKind(ANTEROLISTHESIS, codes.UCUM.Millimeter, "level"),

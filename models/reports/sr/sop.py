@@ -59,6 +59,10 @@ def build_sr(
     level with its morphometry, one group per graded disc (``disc_findings``, see
     ``models.reports.sr.discs``), and at the root the notice that the result needs review.
 
+    One SR holds the findings of every series: each outline references its own slice, and
+    OHIF hydrates all of them in tracking mode from one report (see
+    ``models.reports.sr.viewers`` for where the outline and label sit and why).
+
     ``headers`` maps SOPInstanceUID -> source dataset (pixel data not needed) for every
     instance a finding or measurement points to; ``segs`` are the SEGs to reference;
     ``previous_versions`` are the SRs this one supersedes (Predecessor Documents Sequence).
@@ -99,6 +103,7 @@ def build_sr(
             findings,
             lambda kind: result_uid(study_uid, versions, kind),
             {level: referenced_segment(*ref) for level, ref in _disc_segments(segs).items()},
+            locator,
         )
     )
     referenced = _referenced_headers(groups, headers) or _seg_sources(segs, headers)
