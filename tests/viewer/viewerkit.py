@@ -56,10 +56,11 @@ def analyse(synth_dir: Path, out: Path) -> Analysed:
 
 
 def config_for(data_dir: Path, **changes: object) -> NodeConfig:
+    changes.setdefault("viewer_dir", str(OHIF_DIR))
     config = load_config(
         env={}, data_dir=data_dir, allowed_callers="PACS", dimse_host="127.0.0.1",
         dimse_port=_harness.free_port(), http_host="127.0.0.1", http_port=_harness.free_port(),
-        api_token=TOKEN, viewer_dir=str(OHIF_DIR), **changes)
+        api_token=TOKEN, **changes)
     migrate.upgrade(config.db_url)
     return config
 
