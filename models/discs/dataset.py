@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,13 @@ from models.discs.crops import (
     POSTERIOR_SHIFT_MM,
     Jitter,
     disc_crop,
+)
+from models.discs.signal import (
+    CSF_REACH_MM,
+    ENDPLATE_BAND_MM,
+    N_SIGNAL,
+    SIGNAL_FEATURES,
+    level_signal,
 )
 from models.levels import LevelLabelling
 from models.study import Volume
@@ -86,6 +93,8 @@ class ImageDiscs:
     outside: dict[str, float]
     features: dict[str, tuple[np.ndarray, np.ndarray]]
     ambiguous: bool
+    #: per level: signal-intensity ratios (models.discs.signal) and their present mask
+    signal: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 def image_discs(volume: Volume, semantic: np.ndarray, labelling: LevelLabelling,
@@ -100,6 +109,7 @@ def image_discs(volume: Volume, semantic: np.ndarray, labelling: LevelLabelling,
     if measurements is None:
         measurements, _ = measure_levels(volume, semantic, labelling)
     feats = level_features(measurements)
+    signal = level_signal(volume, semantic, labelling)
     crops, outside = {}, {}
     empty = (np.zeros(len(FEATURES), np.float32), np.zeros(len(FEATURES), np.float32))
     for geom in labelling.levels:
@@ -108,13 +118,16 @@ def image_discs(volume: Volume, semantic: np.ndarray, labelling: LevelLabelling,
         crops[geom.level] = np.stack([c.image for c in made]).astype(np.float16)
         outside[geom.level] = made[0].outside_fraction
         feats.setdefault(geom.level, empty)
-    return ImageDiscs(crops, outside, feats, bool(labelling.ambiguous))
+        signal.setdefault(geom.level, (np.zeros(N_SIGNAL, np.float32),
+                                       np.zeros(N_SIGNAL, np.float32)))
+    return ImageDiscs(crops, outside, feats, bool(labelling.ambiguous), signal)
 
 
 def cache_key(segmentation_sha: str, copies: int, patients: list[str]) -> str:
     spec = {"seg": segmentation_sha, "copies": copies, "rows": CROP_ROWS, "cols": CROP_COLS,
             "mm": CROP_MM, "shift": POSTERIOR_SHIFT_MM, "features": FEATURES,
-            "patients": sorted(patients), "v": 1}
+            "signal": SIGNAL_FEATURES, "band": ENDPLATE_BAND_MM, "csf": CSF_REACH_MM,
+            "patients": sorted(patients), "v": 2}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -154,8 +167,8 @@ def build_samples(data: Path, cache: Path = DEFAULT_CACHE, copies: int = DEFAULT
             print(f"  segmented {i + 1}/{len(images)} images", flush=True)
     zeros = np.zeros((1 + copies, CROP_ROWS, CROP_COLS), np.float16)
     rows: dict[str, list] = {k: [] for k in (
-        "t2", "t1", "presence", "feats", "feat_mask", "level", "patient", "level_name",
-        "outside", "ambiguous", "pfirrmann", "modic", *BINARY)}
+        "t2", "t1", "presence", "feats", "feat_mask", "sig", "sig_mask", "level", "patient",
+        "level_name", "outside", "ambiguous", "pfirrmann", "modic", *BINARY)}
     for patient in patients:
         t2, t1 = per_image.get((patient, "t2")), per_image.get((patient, "t1"))
         found = set(t2.crops if t2 else ()) | set(t1.crops if t1 else ())
@@ -172,6 +185,11 @@ def build_samples(data: Path, cache: Path = DEFAULT_CACHE, copies: int = DEFAULT
             rows["presence"].append([float(has2), float(has1)])
             rows["feats"].append(main.features[level][0])
             rows["feat_mask"].append(main.features[level][1])
+            none = (np.zeros(N_SIGNAL, np.float32), np.zeros(N_SIGNAL, np.float32))
+            s2 = t2.signal.get(level, none) if has2 and t2 is not None else none
+            s1 = t1.signal.get(level, none) if has1 and t1 is not None else none
+            rows["sig"].append(np.concatenate([s2[0], s1[0]]))
+            rows["sig_mask"].append(np.concatenate([s2[1], s1[1]]))
             rows["level"].append(level_code(level))
             rows["patient"].append(patient)
             rows["level_name"].append(level)

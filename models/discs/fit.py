@@ -10,7 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.discs.dataset import N_FEATURES
 from models.discs.net import BINARY, HEADS, N_MODIC, N_PFIRRMANN, DiscNet, split_logits
+from models.discs.signal import N_SIGNAL
 
 #: soft ordinal targets for Pfirrmann (Diaz & Marathe 2019, SORD): a neighbour grade costs
 #: less than a grade two apart, which is what the share off by more than one grade measures
@@ -35,11 +37,14 @@ def class_weights(y: np.ndarray, n: int) -> np.ndarray:
     return np.minimum(w, MAX_CLASS_WEIGHT).astype(np.float32)
 
 
-def _batch(data: dict[str, np.ndarray], idx: np.ndarray, copy: np.ndarray | None = None
-           ) -> dict[str, torch.Tensor]:
+def _batch(data: dict[str, np.ndarray], idx: np.ndarray, copy: np.ndarray | None = None,
+           signal: bool = False) -> dict[str, torch.Tensor]:
     copy = np.zeros(len(idx), int) if copy is None else copy
     crops = np.stack([data["t2"][idx, copy], data["t1"][idx, copy]], axis=1)
-    feats = np.concatenate([data["feats"][idx], data["feat_mask"][idx]], axis=1)
+    parts = [data["feats"][idx], data["feat_mask"][idx]]
+    if signal:
+        parts += [data["sig"][idx], data["sig_mask"][idx]]
+    feats = np.concatenate(parts, axis=1)
     return {"crops": torch.as_tensor(crops.astype(np.float32)),
             "presence": torch.as_tensor(data["presence"][idx].astype(np.float32)),
             "feats": torch.as_tensor(feats.astype(np.float32)),
@@ -60,6 +65,11 @@ def _augment(b: dict[str, torch.Tensor], rng: np.random.Generator) -> dict[str, 
     presence[both & (drop < 0.2), 1] = 0.0
     presence[both & (drop > 0.92), 0] = 0.0
     b["presence"] = presence
+    if b["feats"].shape[1] > 2 * N_FEATURES:
+        # a dropped series takes its signal ratios with it, as at inference
+        sig = b["feats"][:, 2 * N_FEATURES:].view(n, 2, 2, N_SIGNAL)  # [vals|mask][t2|t1]
+        b["feats"] = torch.cat([b["feats"][:, :2 * N_FEATURES],
+                                (sig * presence[:, None, :, None]).reshape(n, -1)], dim=1)
     hide = torch.as_tensor(rng.random(n) < 0.1)
     b["feats"] = b["feats"] * (~hide).float()[:, None]
     return b
@@ -118,7 +128,8 @@ def train_net(data: dict[str, np.ndarray], idx: np.ndarray, *, epochs: int, seed
         total = 0.0
         for start in range(0, len(order), batch):
             sel = order[start:start + batch]
-            b = _augment(_batch(data, sel, rng.integers(0, copies, len(sel))), rng)
+            b = _augment(_batch(data, sel, rng.integers(0, copies, len(sel)),
+                                net.use_signal), rng)
             loss = loss_fn(net(b["crops"], b["presence"], b["feats"], b["level"]),
                            targets(data, sel))
             opt.zero_grad()
@@ -143,7 +154,7 @@ def infer(net: DiscNet, data: dict[str, np.ndarray], idx: np.ndarray, batch: int
         sel = idx[start:start + batch]
         total = None
         for c in range(copies):
-            b = _batch(data, sel, np.full(len(sel), c))
+            b = _batch(data, sel, np.full(len(sel), c), net.use_signal)
             lo, em = net.forward_with_embedding(b["crops"], b["presence"], b["feats"],
                                                 b["level"])
             total = lo if total is None else total + lo

@@ -40,6 +40,7 @@ from models.discs.dataset import (
     level_code,
 )
 from models.discs.ood import EmbeddingStats, verdict
+from models.discs.signal import N_SIGNAL
 from models.levels import LevelLabelling, semantic_from_labels
 from models.study import Volume
 
@@ -138,7 +139,10 @@ class DiscGrader:
                                    zeros if t1_crop is None else t1_crop.astype(np.float32)],
                                   axis=1))  # [1 + k, 2, H, W]
             presence.append([1.0, 0.0 if t1_crop is None else 1.0])
-            feats.append(np.concatenate(t2.features[level]))
+            parts = [*t2.features[level]]
+            if getattr(self.net, "use_signal", False):
+                parts += _signal(t2, t1, level)
+            feats.append(np.concatenate(parts))
             codes.append(level_code(level))
         x = torch.as_tensor(np.asarray(crops, np.float32), device=self.device)
         args = [torch.as_tensor(np.asarray(a), device=self.device) for a in (
@@ -187,6 +191,15 @@ class DiscGrader:
             t1_labelling = label_levels(t1, segmenter.segment(t1))  # type: ignore[attr-defined]
         return self.predict(t2, labelling, t1_volume=t1, t1_labelling=t1_labelling,
                             semantic=semantic)
+
+
+def _signal(t2: ImageDiscs, t1: ImageDiscs | None, level: str) -> list[np.ndarray]:
+    """T2 then T1 signal ratios, then their masks (zeros where the T1 or its disc is
+    missing), the layout the network was trained on."""
+    none = (np.zeros(N_SIGNAL, np.float32), np.zeros(N_SIGNAL, np.float32))
+    s2 = t2.signal.get(level, none)
+    s1 = t1.signal.get(level, none) if t1 is not None and level in t1.crops else none
+    return [s2[0], s1[0], s2[1], s1[1]]
 
 
 def withdraw_out_of_distribution(entry: dict) -> dict:

@@ -27,6 +27,7 @@ from models.discs.dataset import (
     N_MODIC,
     N_PFIRRMANN,
 )
+from models.discs.signal import N_SIGNAL
 
 __all__ = ["BINARY", "HEADS", "N_LOGITS", "DiscNet", "split_logits"]
 
@@ -43,19 +44,23 @@ def split_logits(logits: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 class DiscNet(nn.Module):
-    """Inputs: crops [B,2,H,W] (T2, T1), presence [B,2], feats + mask [B,2F], level [B]."""
+    """Inputs: crops [B,2,H,W] (T2, T1), presence [B,2], feats + mask [B,2F] (+ T2 and T1
+    signal ratios, then their masks [B,4S] with ``use_signal``), level [B]."""
 
     def __init__(self, width: int = 16, hidden: int = 64, dropout: float = 0.3,
-                 use_features: bool = True) -> None:
+                 use_features: bool = True, use_signal: bool = False) -> None:
         super().__init__()
         from monai.networks.nets.resnet import ResNet
 
         self.use_features = use_features
+        #: ``feats`` then also carries the T2 and T1 signal ratios and their masks
+        self.use_signal = use_signal
         self.encoder = ResNet(block="basic", layers=[1, 1, 1, 1],
                               block_inplanes=[width, 2 * width, 4 * width, 8 * width],
                               spatial_dims=2, n_input_channels=2, conv1_t_size=5,
                               conv1_t_stride=1, feed_forward=False, shortcut_type="A")
-        joint = 8 * width + 2 + N_LEVEL_CODES + (2 * N_FEATURES if use_features else 0)
+        joint = (8 * width + 2 + N_LEVEL_CODES + (2 * N_FEATURES if use_features else 0)
+                 + (4 * N_SIGNAL if use_signal else 0))
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(joint, hidden),
                                   nn.ReLU(inplace=True), nn.Dropout(dropout),
                                   nn.Linear(hidden, N_LOGITS))

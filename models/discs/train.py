@@ -35,7 +35,8 @@ from models.discs.metrics import finding_metrics, headline, summarise, table
 from models.discs.ood import EmbeddingStats, threshold_from
 
 MODEL_NAME = "disc"
-ARCHITECTURE = {"width": 16, "hidden": 64, "dropout": 0.3, "use_features": True}
+ARCHITECTURE = {"width": 16, "hidden": 64, "dropout": 0.3, "use_features": True,
+                "use_signal": True}
 FINDINGS: tuple[str, ...] = ("pfirrmann", "modic", *BINARY)
 SUMMARY = ("Per-disc findings (Pfirrmann, Modic, endplates, herniation, bulging, narrowing, "
            "spondylolisthesis) learned from expert gradings of real SPIDER mid-sagittal T1/T2 "
@@ -167,8 +168,9 @@ def run(args: argparse.Namespace) -> int:
             "description": "MONAI 2-D ResNet (layers 1-1-1-1) over the disc-aligned T2 and "
                            "T1 crops (2 channels, 48 x 64 px at 1 mm: 48 mm along the spine, "
                            "64 mm antero-posterior, centre 6 mm behind the disc centre) + "
-                           "MLP head with presence flags, level and measured disc heights; "
-                           "one temperature per head"},
+                           "MLP head with presence flags, level, measured disc heights and "
+                           "the T2/T1 signal ratios of nucleus, CSF, marrow and endplate "
+                           "bands (models.discs.signal); one temperature per head"},
         "weights": f"{MODEL_NAME}.pt",
         "sha256": "",
         "training_data": {
