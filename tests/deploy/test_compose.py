@@ -34,7 +34,7 @@ def test_interpolation_defaults_and_dollar_escape() -> None:
 
 def test_services_present(compose: dict) -> None:
     assert set(compose["services"]) == {
-        "postgres", "redis", "migrate", "node", "worker-gpu", "worker-io", "orthanc",
+        "postgres", "redis", "migrate", "node", "worker-gpu", "worker-io", "orthanc", "proxy",
     }
 
 
