@@ -8,6 +8,9 @@ finding has no node grade to agree with, though its correction is still a label.
 Agreement is reported as observed agreement, Cohen's kappa (chance-corrected) and the
 confusion matrix (rows: node, columns: radiologist), per finding kind (condition, or disc
 finding) and per model version, so a model upgrade that does worse here is seen at once.
+
+The export writes the labels in the layouts the models train on: RSNA 2024 for stenosis,
+SPIDER's gradings for discs, so a site's corrections can join the training data as they are.
 """
 
 from __future__ import annotations
@@ -23,9 +26,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dicom_node.db.models import Review
+from dicom_node.feedback_gradings import write_gradings
+from dicom_node.review_data import PRESENCE, disc_choices
 from lumbar_common.vocabulary import GRADES, finding_keys, rsna_key
 
-PRESENCE = ("present", "absent")
+#: groups whose agreement is held against AGREEMENT_FLOOR, with the words a warning uses
+WATCHED = {"all stenosis": "all stenosis", "all disc": "all disc",
+           "disc_pfirrmann": "disc Pfirrmann grade", "disc_modic": "disc Modic type"}
 
 
 def cohen_kappa(matrix: Sequence[Sequence[int]]) -> float | None:
@@ -94,22 +101,29 @@ def reviewed_value(review: Review) -> str | None:
     return review.node_value if review.verdict == "confirm" else review.corrected_value
 
 
+def categories_of(review: Review) -> tuple[str, ...]:
+    return disc_choices(review.finding_key) if review.kind == "disc" else GRADES
+
+
 def agreement_report(reviews: Iterable[Review]) -> dict[str, Any]:
-    """{"by_model": {version: {group: Agreement dict, "all": …}}, "reviews": n} over the
-    latest review of every finding the node graded."""
+    """{"by_model": {version: {group: Agreement dict, "all …": …}}, "reviews": n} over the
+    latest review of every finding the node graded. "all disc" pools the present/absent
+    disc findings; Pfirrmann grades and Modic types have other categories, so each is
+    its own group only."""
     by_model: dict[str, dict[str, Agreement]] = defaultdict(dict)
     counted = 0
     for review in latest(reviews):
         value = reviewed_value(review)
         if review.node_value is None or value is None:
             continue
-        categories = PRESENCE if review.kind == "disc" else GRADES
+        categories = categories_of(review)
         if review.node_value not in categories or value not in categories:
             continue
         version = review.model_version or "unknown"
         groups = by_model[version]
-        for group in (finding_group(review), "all stenosis" if review.kind != "disc"
-                      else "all disc"):
+        pooled = ("all stenosis",) if review.kind != "disc" else (
+            ("all disc",) if categories == PRESENCE else ())
+        for group in (finding_group(review), *pooled):
             groups.setdefault(group, Agreement(categories)).add(review.node_value, value)
         counted += 1
     return {"reviews": counted, "by_model": {
@@ -121,10 +135,10 @@ def low_agreement(report: dict[str, Any], floor: float, min_reviews: int) -> lis
     """Warnings for model versions whose agreement has fallen below the floor."""
     warnings = []
     for version, groups in report["by_model"].items():
-        for group in ("all stenosis", "all disc"):
+        for group, words in WATCHED.items():
             stats = groups.get(group)
             if stats and stats["n"] >= min_reviews and stats["agreement"] < floor:
-                warnings.append(f"model {version}: radiologists agree with {group} findings "
+                warnings.append(f"model {version}: radiologists agree with {words} findings "
                                 f"in {stats['agreement']:.0%} of {stats['n']} reviews, below "
                                 f"the floor of {floor:.0%}")
     return warnings
@@ -140,8 +154,10 @@ RSNA_COLUMNS = [rsna_key(c, s, lv) for c, s, lv in finding_keys()]
 def export(session: Session, out: Path) -> dict[str, int]:
     """Writes `train.csv` (RSNA 2024 layout: `study_id` and the 25 `condition_level`
     columns, Normal/Mild | Moderate | Severe, empty where not reviewed), `studies.csv`
-    (`study_id` to StudyInstanceUID, analysis job, model versions, reviewers) and
-    `discs.csv` (one row per reviewed disc finding: present/absent)."""
+    (`study_id` to StudyInstanceUID, analysis job, model versions, reviewers),
+    `discs.csv` (one row per reviewed disc finding: Pfirrmann grade, Modic type or
+    present/absent) and `gradings.csv` (the same disc labels, one row per reviewed disc, in
+    SPIDER's layout: see dicom_node.feedback_gradings)."""
     out.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict[str, str]] = {}
     meta: dict[str, dict[str, set[str]]] = {}
@@ -184,8 +200,13 @@ def export(session: Session, out: Path) -> dict[str, int]:
         for uid, key, value, verdict, reviewer in discs:
             name, level = _split_disc_key(key)
             writer.writerow([ids[uid], level, name, value, verdict, reviewer])
+    labels = []
+    for uid, key, value, _verdict, _reviewer in discs:
+        name, level = _split_disc_key(key)
+        labels.append((ids[uid], level, name, value))
+    graded = write_gradings(out / "gradings.csv", labels)
     return {"studies": len(order), "labels": sum(len(r) for r in rows.values()),
-            "disc_labels": len(discs)}
+            "disc_labels": len(discs), "discs_graded": graded}
 
 
 def _split_disc_key(key: str) -> tuple[str, str]:

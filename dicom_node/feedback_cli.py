@@ -1,6 +1,6 @@
 """`lumbar-node feedback export --out DIR`: radiologists' confirmations and corrections as
-labels in the RSNA 2024 layout (see dicom_node.feedback.export), and
-`lumbar-node feedback agreement`: the agreement report as JSON. Both are audited."""
+labels in the RSNA 2024 layout and disc labels in SPIDER's (see dicom_node.feedback.export),
+and `lumbar-node feedback agreement`: the agreement report as JSON. Both are audited."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     common.add_argument("--database-url", help="overrides LUMBAR_NODE_DATABASE_URL")
     sub = parser.add_subparsers(dest="action", required=True)
     export = sub.add_parser("export", parents=[common],
-                            help="write train.csv, studies.csv and discs.csv")
+                            help="write train.csv, studies.csv, discs.csv and gradings.csv")
     export.add_argument("--out", type=Path, required=True)
     sub.add_parser("agreement", parents=[common],
                    help="print agreement per model version as JSON")
@@ -49,5 +49,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     print(f"wrote {args.out}/train.csv ({counts['studies']} studies, {counts['labels']} "
-          f"labels), studies.csv, discs.csv ({counts['disc_labels']} disc labels)")
+          f"labels), studies.csv, discs.csv ({counts['disc_labels']} disc labels), "
+          f"gradings.csv ({counts['discs_graded']} discs)")
     return 0

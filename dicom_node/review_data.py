@@ -30,6 +30,12 @@ STATUSES = ("receiving", "queued", "running", "delivering", "delivered", "partia
 DISC_BINARY = ("narrowing", "herniation", "bulging", "spondylolisthesis", "endplate_upper",
                "endplate_lower")
 PRESENCE = ("present", "absent")
+#: a disc's graded findings: findings.json key -> (field holding the value, its values as
+#: the review form and the reviews table spell them)
+DISC_GRADED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "pfirrmann": ("grade", ("1", "2", "3", "4", "5")),
+    "modic": ("type", ("0", "1", "2", "3")),
+}
 
 
 def correction_job_ids(session: Session) -> set[int]:
@@ -88,7 +94,8 @@ def load_findings(session: Session, job: Job | None) -> dict[str, Any] | None:
 
 @dataclass
 class FindingRow:
-    """One line of the review table: a stenosis grade or a disc's present/absent finding."""
+    """One line of the review table: a stenosis grade, or a disc's Pfirrmann grade, Modic
+    type or present/absent finding."""
 
     key: str
     kind: str  # stenosis | disc
@@ -150,27 +157,68 @@ def model_version_of(finding: dict[str, Any]) -> str | None:
 
 
 def disc_rows(document: dict[str, Any]) -> list[FindingRow]:
+    """Per disc: its Pfirrmann grade and Modic type, then its present/absent findings.
+    An Undetermined disc lists all of them without a node value, to be corrected."""
     rows = []
     for disc in document.get("disc_findings") or []:
-        level = str(disc.get("level"))
+        assessable = bool(disc.get("assessable"))
+        for name, (attribute, choices) in DISC_GRADED.items():
+            item = disc.get(name) if isinstance(disc.get(name), dict) else {}
+            raw = item.get(attribute) if assessable else None
+            value = str(raw) if raw is not None and str(raw) in choices else None
+            probs = item.get("probabilities")
+            rows.append(_disc_row(disc, name, DISC_LABELS[name], value, choices,
+                                  _chosen(probs, choices, value),
+                                  [_distribution(probs, choices)] if value and probs else []))
         for name in DISC_BINARY:
             item = disc.get(name)
-            if not isinstance(item, dict) and disc.get("assessable"):
+            if not isinstance(item, dict) and assessable:
                 continue
             item = item if isinstance(item, dict) else {}
             present = item.get("present")
-            value = None if present is None else ("present" if present else "absent")
-            rows.append(FindingRow(
-                key=disc_key(name, level), kind="disc", level=level,
-                label=f"disc {name.replace('_', ' ')}", node_value=value, choices=PRESENCE,
-                probability=item.get("probability"), grader="disc",
-                model_version=f"disc@{disc.get('model_version') or '?'}",
-                flagged=[] if disc.get("assessable") else ["Undetermined"],
-                reason=disc.get("reason"),
-                evidence=[f"Pfirrmann {(disc.get('pfirrmann') or {}).get('grade')}",
-                          f"Modic {(disc.get('modic') or {}).get('type')}"]
-                if disc.get("assessable") else []))
+            rows.append(_disc_row(
+                disc, name, name.replace("_", " "),
+                None if present is None else ("present" if present else "absent"),
+                PRESENCE, item.get("probability"), []))
     return rows
+
+
+def _disc_row(disc: dict[str, Any], name: str, label: str, value: str | None,
+              choices: tuple[str, ...], probability: float | None,
+              evidence: list[str]) -> FindingRow:
+    level = str(disc.get("level"))
+    return FindingRow(
+        key=disc_key(name, level), kind="disc", level=level, label=f"disc {label}",
+        node_value=value, choices=choices, probability=probability, grader="disc",
+        model_version=f"disc@{disc.get('model_version') or '?'}",
+        flagged=[] if disc.get("assessable") else ["Undetermined"], evidence=evidence,
+        reason=disc.get("reason"))
+
+
+DISC_LABELS = {"pfirrmann": "Pfirrmann grade", "modic": "Modic type"}
+
+
+def _chosen(probs: Any, choices: tuple[str, ...], value: str | None) -> float | None:
+    """The probability the node gave the value it chose, if it wrote a distribution."""
+    if value is None or not isinstance(probs, list) or len(probs) != len(choices):
+        return None
+    p = probs[choices.index(value)]
+    return float(p) if isinstance(p, int | float) else None
+
+
+def _distribution(probs: list[Any], choices: tuple[str, ...]) -> str:
+    if len(probs) != len(choices):
+        return ""
+    return "P " + ", ".join(f"{c}: {p:.2f}" for c, p in zip(choices, probs, strict=True)
+                            if isinstance(p, int | float))
+
+
+def disc_choices(finding_key: str) -> tuple[str, ...]:
+    """The values a disc finding can take, from its review key (`disc_modic_l4_l5`)."""
+    for name, (_attribute, choices) in DISC_GRADED.items():
+        if finding_key.startswith(f"disc_{name}_"):
+            return choices
+    return PRESENCE
 
 
 def disc_key(name: str, level: str) -> str:

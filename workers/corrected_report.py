@@ -2,7 +2,8 @@
 
 Delivered objects are never changed. A correction becomes a new SR version: the stored
 findings.json of the analysis with each finding's latest review applied (a corrected grade
-is attributed to the radiologist, with the node's grade kept as the second opinion), built
+is attributed to the radiologist, with the node's grade kept as the second opinion; so is a
+corrected disc finding: Pfirrmann grade, Modic type or present/absent), built
 by the same `build_sr` as the original and naming every earlier version in its Predecessor
 Documents Sequence. It is recorded as a job of its own (state done, never claimed by the
 analysis path) holding the new SR and the analysis's SEG, key image and KOS, and delivered
@@ -41,7 +42,14 @@ from dicom_node.db.models import (
 from dicom_node.db.session import for_update
 from dicom_node.delivery.service import create_deliveries
 from dicom_node.ingest import IngestError, Ingestor
-from dicom_node.review_data import DISC_BINARY, disc_key, latest_reviews, load_findings
+from dicom_node.review_data import (
+    DISC_BINARY,
+    DISC_GRADED,
+    DISC_LABELS,
+    disc_key,
+    latest_reviews,
+    load_findings,
+)
 from lumbar_common.vocabulary import rsna_key
 
 log = logging.getLogger(__name__)
@@ -74,16 +82,62 @@ def apply_reviews(document: dict[str, Any], reviews: dict[str, Review]) -> dict[
         f.pop("explanation", None)
         f.pop("lss_probabilities", None)
     for disc in out.get("disc_findings") or []:
-        for name in DISC_BINARY:
-            review = reviews.get(disc_key(name, str(disc.get("level"))))
-            if review is None or review.verdict != "correct":
-                continue
-            item = disc.get(name) if isinstance(disc.get(name), dict) else {}
-            item["present"] = review.corrected_value == "present"
-            disc[name] = item
+        apply_disc_reviews(disc, reviews)
     out["review_required"] = sum(bool((f.get("review") or {}).get("required"))
                                  for f in out.get("findings") or [])
     return out
+
+
+def apply_disc_reviews(disc: dict[str, Any], reviews: dict[str, Review]) -> None:
+    """One `disc_findings` entry with its findings' reviews applied, in place.
+
+    A corrected Pfirrmann grade, Modic type or present/absent finding takes the
+    radiologist's value, credited to grader "radiologist" (the node's value and
+    probabilities kept as its second opinion; the node's probabilities leave the finding,
+    they were not about the radiologist's value). An Undetermined disc becomes assessable
+    once the radiologist has given both its Pfirrmann grade and its Modic type, the two
+    values every assessed disc carries."""
+    level = str(disc.get("level"))
+    assessable = bool(disc.get("assessable"))
+    notes = []
+    for name in (*DISC_GRADED, *DISC_BINARY):
+        review = reviews.get(disc_key(name, level))
+        if review is None:
+            continue
+        note = f" ({review.comment})" if review.comment else ""
+        item = dict(disc[name]) if isinstance(disc.get(name), dict) else {}
+        label = DISC_LABELS.get(name, name.replace("_", " "))
+        if review.verdict == "confirm":
+            if item:
+                item["review"] = {"required": False, "reasons": [
+                    f"confirmed by radiologist {review.reviewer}{note}"]}
+                disc[name] = item
+                notes.append(f"{label} confirmed by radiologist {review.reviewer}{note}")
+            continue
+        value = str(review.corrected_value)
+        if name in DISC_GRADED:
+            attribute = DISC_GRADED[name][0]
+            node = {attribute: item.get(attribute), "probabilities": item.get("probabilities")}
+            corrected: dict[str, Any] = {attribute: int(value), "probabilities": None}
+        else:
+            node = {"present": item.get("present"), "probability": item.get("probability")}
+            corrected = {"present": value == "present", "probability": None}
+        corrected.update(
+            grader="radiologist", grader_kind=f"radiologist review by {review.reviewer}",
+            model_version=f"review-{review.id}",
+            second_opinion={"grader": "disc", "model_version": disc.get("model_version"),
+                            **node, **({} if assessable else {
+                                "withdrawn": disc.get("reason") or "Undetermined"})},
+            review={"required": False, "reasons": [
+                f"corrected by radiologist {review.reviewer}{note}"]})
+        disc[name] = corrected
+        notes.append(f"{label} corrected by radiologist {review.reviewer}{note}")
+    if not assessable and all((disc.get(name) or {}).get("grader") == "radiologist"
+                              for name in DISC_GRADED):
+        disc.update(assessable=True, reason=None,
+                    withdrawn=disc.get("reason") or "Undetermined")
+    if notes:
+        disc["review"] = {"required": False, "reasons": notes}
 
 
 def _sources(session: Session, study: Study) -> tuple[dict[str, Path], dict[str, list[Path]]]:

@@ -1,15 +1,19 @@
-"""Fixtures of the review console tests: a node serving HTTP on SQLite with two users,
-and a client that signs in through the real form (CSRF cookie and field included)."""
+"""Fixtures of the review console tests: a node serving HTTP on a throwaway PostgreSQL
+database with two users, a client that signs in through the real form (CSRF cookie and
+field included), and the path rewrite of a reverse proxy serving the node under a prefix."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import _harness
 import httpx
+import psycopg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node"))
@@ -58,8 +62,50 @@ def add_users(url: str) -> None:
 
 
 @pytest.fixture()
-def config(tmp_path: Path) -> NodeConfig:
-    return console_config(tmp_path, login_max_failures=3, login_lockout_seconds=600)
+def console_db() -> Iterator[str]:
+    """A PostgreSQL database of the test's own (the node commits from its own threads, so
+    nothing can be rolled back); dropped afterwards."""
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(
+                _harness.throwaway_database(prefix="lumbar_console_test_"))
+        except psycopg.OperationalError as exc:
+            pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is required: {exc}")
+        yield url
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "console_config(**settings): node settings of the "
+                                       "test's `config` (e.g. agreement_min_reviews=3)")
+
+
+@pytest.fixture()
+def config(request: pytest.FixtureRequest, tmp_path: Path, console_db: str) -> NodeConfig:
+    marker = request.node.get_closest_marker("console_config")
+    settings = {"login_max_failures": 3, "login_lockout_seconds": 600,
+                **(marker.kwargs if marker else {})}
+    return console_config(tmp_path, database_url=console_db, **settings)
+
+
+class PrefixProxy:
+    """What a reverse proxy serving the node at `<prefix>/` does to paths: strips the
+    prefix before the node sees the request, and answers 404 for anything outside it, so a
+    link the console builds without the prefix fails as it would in a browser."""
+
+    def __init__(self, app: Any, prefix: str) -> None:
+        self.app, self.prefix = app, prefix
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and not path.startswith(self.prefix + "/"):
+            from starlette.responses import PlainTextResponse
+
+            await PlainTextResponse("not behind the proxy prefix", 404)(scope, receive, send)
+            return
+        if scope["type"] == "http":
+            scope = {**scope, "path": path[len(self.prefix):],
+                     "raw_path": path[len(self.prefix):].encode()}
+        await self.app(scope, receive, send)
 
 
 @pytest.fixture()

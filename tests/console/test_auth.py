@@ -30,17 +30,19 @@ def test_sign_in_sets_a_strict_http_only_session_cookie(node, browserless):
     assert [e.actor for e in _events(node, "ui.login")] == ["rad"]
 
 
-def test_secure_cookie_when_the_public_url_is_https(tmp_path):
-    from conftest import console_config
+def test_secure_cookie_when_the_public_url_is_https(tmp_path, console_db):
+    from conftest import PrefixProxy, console_config
     from fastapi.testclient import TestClient
 
     from dicom_node.db.session import make_engine, make_sessionmaker
     from dicom_node.http.app import create_app
 
-    config = console_config(tmp_path, public_base_url="https://pacs.example.org/ai-node")
+    config = console_config(tmp_path, database_url=console_db,
+                            public_base_url="https://pacs.example.org/ai-node")
     engine = make_engine(config.db_url)
-    with TestClient(create_app(config, make_sessionmaker(engine)),
-                    base_url="https://testserver", follow_redirects=False) as client:
+    app = PrefixProxy(create_app(config, make_sessionmaker(engine)), "/ai-node")
+    with TestClient(app, base_url="https://testserver/ai-node",
+                    follow_redirects=False) as client:
         r = sign_in(client, "rad")
     engine.dispose()
     assert r.status_code == 303 and "Secure" in r.headers["set-cookie"]

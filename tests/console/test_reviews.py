@@ -96,7 +96,8 @@ def test_review_page_lists_every_finding_with_evidence(analysed, browserless, no
     sign_in(browserless, "rad")
     page = browserless.get(f"/ui/studies/{UID}")
     assert page.status_code == 200
-    assert page.text.count('class="node-value"') == 25 + 1  # 25 stenosis + 1 disc finding
+    # 25 stenosis findings; the disc's Pfirrmann grade, Modic type and one finding
+    assert page.text.count('class="node-value"') == 25 + 3
     assert "canal_ap_diameter 6.1 mm" in page.text and "graders disagree" in page.text
     assert f"/viewer/viewer?StudyInstanceUIDs={UID}" in page.text
     worklist = browserless.get("/ui/").text
@@ -174,7 +175,7 @@ def test_agreement_export_and_metrics(analysed, browserless, node, tmp_path):
     out = tmp_path / "export"
     with node.sessions() as s:
         counts = feedback.export(s, out)
-    assert counts == {"studies": 1, "labels": 4, "disc_labels": 1}
+    assert counts == {"studies": 1, "labels": 4, "disc_labels": 1, "discs_graded": 1}
     rows = list(csv.reader((out / "train.csv").open()))
     assert rows[0][0] == "study_id" and len(rows[0]) == 26
     assert rows[0][1] == "spinal_canal_stenosis_l1_l2"
@@ -191,16 +192,23 @@ def test_agreement_export_and_metrics(analysed, browserless, node, tmp_path):
                       "value": "present", "verdict": "confirm", "reviewer": "rad"}]
 
 
+@pytest.mark.console_config(agreement_min_reviews=3, agreement_floor=0.7)
 def test_low_agreement_warns_on_the_worklist(tmp_path, analysed, browserless, node):
     sign_in(browserless, "rad")
     for key in ("spinal_canal_stenosis_l4_l5", "spinal_canal_stenosis_l1_l2"):
         _review(browserless, key, "correct", "Moderate")
+    for key in ("disc_pfirrmann_l4_l5", "disc_modic_l4_l5", "disc_herniation_l4_l5"):
+        _review(browserless, key, "confirm")  # disc@2: 3 of 3 agree, above the floor
     page = browserless.get("/ui/").text
-    assert "below the floor" not in page  # 2 reviews < AGREEMENT_MIN_REVIEWS
-    report = feedback.agreement_report(feedback.all_reviews(node.sessions()))
-    assert feedback.low_agreement(report, 0.7, 2) == [
-        "model measurement@1.3: radiologists agree with all stenosis findings in 0% of 2 "
-        "reviews, below the floor of 70%"]
+    assert "below the floor" not in page  # 2 stenosis reviews < AGREEMENT_MIN_REVIEWS
+    _review(browserless, "spinal_canal_stenosis_l2_l3", "correct", "Severe")
+    page = browserless.get("/ui/")
+    assert page.status_code == 200
+    warning = ('<p class="warning" role="alert">model measurement@1.3: radiologists agree '
+               'with all stenosis findings in 0% of 3 reviews, below the floor of 70%</p>')
+    assert warning in page.text
+    assert page.text.count('class="warning"') == 1  # the disc model is not warned about
+    assert warning in browserless.get("/ui/agreement").text
 
 
 def test_corrected_report_is_queued_after_a_correction(analysed, browserless, node):

@@ -21,7 +21,7 @@ from dicom_node import audit
 from dicom_node.config import NodeConfig, redact_url
 from dicom_node.db.models import Delivery, Job, OutboxMessage, Study
 from dicom_node.db.session import transaction
-from dicom_node.http.ui.common import Console, admin, client_ip, form_checked, render
+from dicom_node.http.ui.common import Console, admin, client_ip, form_checked, link, render
 from dicom_node.review_data import iso
 
 INSPECT_TIMEOUT_S = 1.0
@@ -135,8 +135,9 @@ def router(console: Console) -> APIRouter:
             return PlainTextResponse(audit.to_csv(rows), media_type="text/csv", headers={
                 "Content-Disposition": 'attachment; filename="audit.csv"'})
         query = "&".join(f"{k}={v}" for k, v in filters.items())
-        return render(request, "admin_audit.html", who, rows=rows, filters=filters,
-                      csv_url=f"/ui/admin/audit?format=csv&limit={limit}"
+        return render(console, request, "admin_audit.html", who, rows=rows, filters=filters,
+                      csv_url=link(console, request,
+                                   f"/ui/admin/audit?format=csv&limit={limit}")
                               + (f"&{query}" if query else ""))
 
     @api.get("/ui/admin/deliveries", response_class=HTMLResponse)
@@ -154,7 +155,8 @@ def router(console: Console) -> APIRouter:
                      "dead": iso(d.dead_lettered_at)} for d, s in session.execute(stmt)]
             audit.record(session, "deliveries.queried", actor=who.name, ip=client_ip(request),
                          status=status, rows=len(rows))
-        return render(request, "admin_deliveries.html", who, rows=rows, status=status or "")
+        return render(console, request, "admin_deliveries.html", who, rows=rows,
+                      status=status or "")
 
     @api.post("/ui/admin/studies/{uid}/resend")
     async def resend(request: Request, uid: str) -> Response:
@@ -166,17 +168,18 @@ def router(console: Console) -> APIRouter:
             resend_study(console.sessions, console.config, uid, actor=who.name)
         except ValueError as exc:
             raise HTTPException(404, str(exc)) from None
-        return RedirectResponse("/ui/admin/deliveries", status_code=303)
+        return RedirectResponse(link(console, request, "/ui/admin/deliveries"),
+                                status_code=303)
 
     @api.get("/ui/admin/queues", response_class=HTMLResponse)
     def queues_page(request: Request) -> HTMLResponse:
         who = admin(console, request)
-        return render(request, "admin_queues.html", who, state=queue_state(console))
+        return render(console, request, "admin_queues.html", who, state=queue_state(console))
 
     @api.get("/ui/admin/config", response_class=HTMLResponse)
     def config_page(request: Request) -> HTMLResponse:
         who = admin(console, request)
-        return render(request, "admin_config.html", who,
+        return render(console, request, "admin_config.html", who,
                       settings=redacted_config(console.config))
 
     return api

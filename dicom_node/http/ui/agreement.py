@@ -35,7 +35,7 @@ def router(console: Console) -> APIRouter:
     @api.get("/ui/agreement", response_class=HTMLResponse)
     def agreement_page(request: Request) -> HTMLResponse:
         who = user(console, request)
-        return render(request, "agreement.html", who, report=report())
+        return render(console, request, "agreement.html", who, report=report())
 
     @api.get("/admin/agreement")
     def agreement_json(request: Request) -> JSONResponse:

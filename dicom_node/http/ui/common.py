@@ -3,13 +3,17 @@ CSRF checks, and the audit record of each view.
 
 Pages are rendered on the server from Jinja2 templates shipped in the package (no frontend
 build): the console must run from the node image as it is, offline.
+
+Every link, form action and redirect is built on the path of the node's public root
+(PUBLIC_BASE_URL, see `dicom_node.http.app.public_root`): behind a proxy that serves the node
+under `https://host/lumbar/`, a bare `/ui/...` would leave the node's prefix.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse
@@ -34,6 +38,22 @@ class Console:
     sessions: sessionmaker[Session]
 
 
+def base_path(config: NodeConfig, request: Request) -> str:
+    """The path the node is served under as browsers see it (`/lumbar`, or `` at the root):
+    PUBLIC_BASE_URL's path, or a trusted X-Forwarded-Prefix; a malformed one is a 400."""
+    from dicom_node.http.app import public_root  # app includes the console's routers
+
+    try:
+        return urlsplit(public_root(config, request)).path.rstrip("/")
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+def link(console: Console, request: Request, path: str) -> str:
+    """`path` on this node (`/ui/...`) as a browser must ask for it."""
+    return base_path(console.config, request) + path
+
+
 def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -45,7 +65,7 @@ def user(console: Console, request: Request) -> Principal:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         # an HTTPException carrying a redirect: routers cannot add app exception handlers
         raise HTTPException(303, "sign in first", headers={
-            "Location": f"/ui/login?next={quote(target, safe='')}"})
+            "Location": link(console, request, f"/ui/login?next={quote(target, safe='')}")})
     return found
 
 
@@ -77,10 +97,12 @@ def viewed(console: Console, request: Request, who: Principal, event_type: str,
                      study_uid=study_uid, patient_id=patient_id, **detail)
 
 
-def render(request: Request, name: str, who: Principal | None, status_code: int = 200,
-           **context: Any) -> HTMLResponse:
-    html = TEMPLATES.get_template(name).render(user=who, path=request.url.path,
-                                               quote=quote, **context)
+def render(console: Console, request: Request, name: str, who: Principal | None,
+           status_code: int = 200, **context: Any) -> HTMLResponse:
+    """A page; its templates prefix every node path with `root` (see base_path)."""
+    html = TEMPLATES.get_template(name).render(
+        user=who, path=request.url.path, quote=quote,
+        root=base_path(console.config, request), **context)
     return HTMLResponse(html, status_code=status_code, headers={
         "Cache-Control": "no-store",
         "X-Frame-Options": "DENY",

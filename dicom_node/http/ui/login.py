@@ -1,7 +1,12 @@
 """/ui/login and /ui/logout.
 
 The sign-in form has no session yet, so its CSRF token is a double-submit cookie
-(`lumbar_login_csrf`, SameSite=Strict) that the POSTed field must repeat.
+(`lumbar_login_csrf`, SameSite=Strict) that the POSTed field must repeat. Its path is the
+sign-in page's as the browser sees it (under the node's public prefix, see
+common.base_path), or the browser would not send it back.
+
+`next` is a path on the node (`/ui/studies/...`, no public prefix): the prefix is added
+when redirecting there.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from dicom_node.db.session import transaction
 from dicom_node.http import auth
-from dicom_node.http.ui.common import Console, client_ip, form_checked, render, user
+from dicom_node.http.ui.common import Console, client_ip, form_checked, link, render, user
 
 
 def _safe_next(target: str | None) -> str:
@@ -31,10 +36,11 @@ def router(console: Console) -> APIRouter:
     def login_page(request: Request, error: str | None = None, status: int = 200,
                    next_url: str = "/ui/") -> Response:
         token = secrets.token_urlsafe(24)
-        response = render(request, "login.html", None, status_code=status, error=error,
-                          csrf_token=token, next_url=_safe_next(next_url))
+        response = render(console, request, "login.html", None, status_code=status,
+                          error=error, csrf_token=token, next_url=_safe_next(next_url))
         response.set_cookie(auth.LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict",
-                            path="/ui/login", secure=auth.secure_cookies(config), max_age=3600)
+                            path=link(console, request, "/ui/login"),
+                            secure=auth.secure_cookies(config), max_age=3600)
         return response
 
     @api.get("/ui/login")
@@ -65,9 +71,9 @@ def router(console: Console) -> APIRouter:
         if refused is not None or token is None:
             refused = refused or auth.LoginRefused("sign-in failed")
             return login_page(request, str(refused), 429 if refused.locked else 401, next_url)
-        response = RedirectResponse(next_url, status_code=303)
+        response = RedirectResponse(link(console, request, next_url), status_code=303)
         auth.set_session_cookie(response, config, token)
-        response.delete_cookie(auth.LOGIN_CSRF_COOKIE, path="/ui/login")
+        response.delete_cookie(auth.LOGIN_CSRF_COOKIE, path=link(console, request, "/ui/login"))
         return response
 
     @api.post("/ui/logout")
@@ -76,7 +82,7 @@ def router(console: Console) -> APIRouter:
         await form_checked(request, who)
         with transaction(console.sessions) as session:
             auth.close_session(session, request.cookies.get(auth.COOKIE, ""), client_ip(request))
-        response = RedirectResponse("/ui/login", status_code=303)
+        response = RedirectResponse(link(console, request, "/ui/login"), status_code=303)
         auth.clear_session_cookie(response, config)
         return response
 

@@ -10,6 +10,7 @@ delivers it like any result.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -19,7 +20,15 @@ from sqlalchemy.orm import Session
 from dicom_node import audit, outbox
 from dicom_node.db.models import Delivery, Job, ReportVersion, ResultObject, Review, Study
 from dicom_node.db.session import transaction
-from dicom_node.http.ui.common import Console, client_ip, form_checked, render, user, viewed
+from dicom_node.http.ui.common import (
+    Console,
+    client_ip,
+    form_checked,
+    link,
+    render,
+    user,
+    viewed,
+)
 from dicom_node.review_data import (
     analysis_job,
     finding_rows,
@@ -86,9 +95,11 @@ def router(console: Console) -> APIRouter:
         viewed(console, request, who, "ui.study_viewed", study_uid=uid, patient_id=patient_id,
                findings=len(rows))
         corrections = sum(1 for r in rows if r.review and r.review.verdict == "correct")
-        return render(request, "review.html", who, study=info, rows=rows,
+        return render(console, request, "review.html", who, study=info, rows=rows,
                       versions=versions, has_overlay=has_overlay, corrections=corrections,
-                      viewer_url=f"/viewer/viewer?StudyInstanceUIDs={uid}", iso=iso)
+                      viewer_url=link(console, request,
+                                      f"/viewer/viewer?StudyInstanceUIDs={quote(uid)}"),
+                      iso=iso)
 
     @api.get("/ui/studies/{uid}/overlay.png")
     def overlay(request: Request, uid: str) -> Response:
@@ -140,7 +151,8 @@ def router(console: Console) -> APIRouter:
                          job_id=job.id, finding=key, verdict=verdict, node_value=row.node_value,
                          corrected_value=value, model_version=row.model_version,
                          comment=comment)
-        return RedirectResponse(f"/ui/studies/{uid}#{key}", status_code=303)
+        return RedirectResponse(link(console, request, f"/ui/studies/{quote(uid)}#{key}"),
+                                status_code=303)
 
     @api.post("/ui/studies/{uid}/corrected-report")
     async def post_corrected_report(request: Request, uid: str) -> Response:
@@ -161,7 +173,8 @@ def router(console: Console) -> APIRouter:
                          ip=client_ip(request), study_uid=uid, patient_id=study.patient_id,
                          job_id=job.id, report_version_id=version.id,
                          supersedes=version.supersedes_sop_instance_uid)
-        return RedirectResponse(f"/ui/studies/{uid}#versions", status_code=303)
+        return RedirectResponse(link(console, request, f"/ui/studies/{quote(uid)}#versions"),
+                                status_code=303)
 
     return api
 

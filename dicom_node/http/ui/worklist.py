@@ -76,7 +76,7 @@ def router(console: Console) -> APIRouter:
         viewed(console, request, who, "ui.worklist_viewed", rows=len(rows),
                filters={k: v for k, v in {"since": since, "until": until, "status": status,
                                           "ae": ae}.items() if v})
-        return render(request, "worklist.html", who, rows=rows, statuses=STATUSES,
+        return render(console, request, "worklist.html", who, rows=rows, statuses=STATUSES,
                       warnings=warnings, filters={"since": since or "", "until": until or "",
                                                   "status": status or "", "ae": ae or ""})
 
