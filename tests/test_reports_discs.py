@@ -175,3 +175,44 @@ def test_key_image_shows_the_disc_table(discs):
     assert disc_cells(findings["disc_findings"][3]) == ("5", "1", "Narr Hern EPl")
     assert disc_cells(findings["disc_findings"][0]) == ("2", "0", "none")
     assert disc_cells(findings["disc_findings"][4])[:2] == ("n/a", "n/a")
+
+
+def _corrected_group(tmp_path, corrections: dict) -> dict[str, list]:
+    anatomy, files, _ = make_study(tmp_path)
+    findings = trust_findings(anatomy.volumes["sag_t2"])
+    findings["models"]["disc_grader"] = {"name": "disc", "version": "2026.12.05-test"}
+    discs = disc_findings()
+    l34 = discs[2]
+    for name, value in corrections.items():
+        l34[name] = {**value, "grader": "radiologist", "model_version": "review-7"}
+    l34["review"] = {"required": False, "reasons": ["Pfirrmann grade corrected by radiologist rad"]}
+    findings["disc_findings"] = discs
+    sr = pydicom.dcmread(write_results(findings, anatomy, files, tmp_path / "out")["sr"])
+    groups = _disc_groups(sr)
+    return next(items for text, items in groups.items() if text.startswith("L3-L4"))
+
+
+def _all_meanings(items) -> list[tuple[str, object]]:
+    return [(k, v) for item in items for k, v in _by_meaning([item]).items()]
+
+
+def test_a_radiologists_correction_is_credited_to_the_radiologist(tmp_path):
+    items = _all_meanings(_corrected_group(tmp_path, {
+        "pfirrmann": {"grade": 5, "probabilities": None}}))
+    graders = [v for k, v in items if k == "Deciding grader"]
+    assert "Learned grader" in graders and "radiologist grader" in graders
+    assert ("Kind of grader", "radiologist review: pfirrmann") in items
+    assert ("Reason for review", "Pfirrmann grade corrected by radiologist rad") in items
+    assert ("Pfirrmann grade", "Pfirrmann grade V") in items
+
+
+def test_a_disc_wholly_set_by_the_radiologist_names_no_model(tmp_path):
+    every = {"pfirrmann": {"grade": 3, "probabilities": None},
+             "modic": {"type": 0, "probabilities": None}}
+    every.update({k: {"present": False, "probability": None} for k in (
+        "narrowing", "herniation", "bulging", "spondylolisthesis", "endplate_upper",
+        "endplate_lower")})
+    items = _all_meanings(_corrected_group(tmp_path, every))
+    assert [v for k, v in items if k == "Deciding grader"] == ["radiologist grader"]
+    names = {k for k, _ in items}
+    assert "Algorithm Name" not in names and "Training data" not in names

@@ -31,10 +31,12 @@ from models.reports.sr.codes import (
     NO_UNITS,
     OOD_REASON,
     REASON,
+    REVIEW_REASON,
     TRAINING_DATA,
     private,
 )
 from models.reports.sr.geometry import SliceLocator
+from models.reports.sr.trust import grader_value
 from models.reports.sr.viewers import (
     Outline,
     comment,
@@ -192,6 +194,18 @@ def disc_algorithm(models: Mapping, disc: Mapping) -> hd.sr.AlgorithmIdentificat
     return hd.sr.AlgorithmIdentification(name=name, version=version)
 
 
+def graded_findings(disc: Mapping) -> list[str]:
+    """The findings a disc entry carries a value for (Pfirrmann, Modic, the binary ones)."""
+    return [name for name in ("pfirrmann", "modic", *BINARY)
+            if isinstance(disc.get(name), Mapping)]
+
+
+def radiologist_findings(disc: Mapping) -> list[str]:
+    """Findings whose value a radiologist's review set (grader "radiologist")."""
+    return [name for name in graded_findings(disc)
+            if disc[name].get("grader") == "radiologist"]
+
+
 def disc_outline(level_record: Mapping | None, locator: SliceLocator) -> Outline | None:
     """The disc on the slice its heights were measured on: the quadrilateral of the ends of
     its anterior and posterior height lines. None when either line is missing or the two
@@ -252,9 +266,18 @@ def disc_group(
             described = _distribution(values, labels)
             if described:
                 texts.append(_text(name, described))
-    evaluations.append(hd.sr.QualitativeEvaluation(GRADER, GRADER_VALUES["learned"]))
-    texts.append(_text(GRADER_KIND, DISC_GRADER_KIND))
-    texts.append(_text(TRAINING_DATA, DISC_TRAINING_DATA))
+    reviewed = radiologist_findings(disc)
+    learned = not reviewed or len(reviewed) < len(graded_findings(disc))
+    if learned:
+        evaluations.append(hd.sr.QualitativeEvaluation(GRADER, GRADER_VALUES["learned"]))
+        texts.append(_text(GRADER_KIND, DISC_GRADER_KIND))
+        texts.append(_text(TRAINING_DATA, DISC_TRAINING_DATA))
+    if reviewed:
+        # a corrected report credits the radiologist with what they changed, never the model
+        evaluations.append(hd.sr.QualitativeEvaluation(GRADER, grader_value("radiologist")))
+        texts.append(_text(GRADER_KIND, "radiologist review: " + ", ".join(reviewed)))
+    for reason in (disc.get("review") or {}).get("reasons") or []:
+        texts.append(_text(REVIEW_REASON, reason))
     ood = disc.get("ood")
     if isinstance(ood, Mapping) and ood.get("flagged"):
         texts.append(_text(OOD_REASON, ood.get("reason") or "disc out of distribution"))
@@ -270,7 +293,7 @@ def disc_group(
             uid=tracking_uid, identifier=viewer_tracking_identifier(text) if drawn else text
         ),
         finding_type=DISC_FINDING,
-        algorithm_id=disc_algorithm(models, disc),
+        algorithm_id=disc_algorithm(models, disc) if learned else None,
         finding_sites=[hd.sr.FindingSite(disc_site(level))],
         measurements=measurements or None,
         qualitative_evaluations=evaluations,
