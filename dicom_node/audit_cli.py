@@ -7,11 +7,17 @@ delivery of its results. The query itself is audited.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 
 def _time(text: str) -> datetime:
@@ -64,20 +70,35 @@ def schema_missing(url: str) -> str | None:
     return None
 
 
-def run(args: argparse.Namespace) -> int:
-    from dicom_node import audit
+@contextlib.contextmanager
+def migrated_sessions(database_url: str | None) -> Iterator[sessionmaker[Session] | None]:
+    """Sessions on ``database_url`` (else the configured database) for a command-line tool,
+    or None once one line saying what to run has been printed: a missing or un-migrated
+    database must never turn into a traceback or a new empty database file."""
     from dicom_node.config import load_config
-    from dicom_node.db.session import make_engine, make_sessionmaker, transaction
+    from dicom_node.db.session import make_engine, make_sessionmaker
 
-    config = load_config()
-    url = args.database_url or config.db_url
+    url = database_url or load_config().db_url
     missing = schema_missing(url)
     if missing:
         print(f"error: {missing}", file=sys.stderr)
-        return 2
+        yield None
+        return
     engine = make_engine(url)
     try:
-        with transaction(make_sessionmaker(engine)) as session:
+        yield make_sessionmaker(engine)
+    finally:
+        engine.dispose()
+
+
+def run(args: argparse.Namespace) -> int:
+    from dicom_node import audit
+    from dicom_node.db.session import transaction
+
+    with migrated_sessions(args.database_url) as sessions:
+        if sessions is None:
+            return 2
+        with transaction(sessions) as session:
             rows = audit.as_dicts(audit.query(
                 session, study_uid=args.study, patient_id=args.patient_id,
                 ae_title=args.ae_title, event_type=args.event_type, since=args.since,
@@ -88,8 +109,6 @@ def run(args: argparse.Namespace) -> int:
             }.items() if v}
             audit.record(session, "audit.queried", actor=f"cli:{getpass.getuser()}",
                          study_uid=args.study, filters=filters, rows=len(rows))
-    finally:
-        engine.dispose()
     if args.format == "json":
         print(json.dumps(rows, indent=2))
     elif args.format == "csv":

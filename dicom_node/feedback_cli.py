@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import sys
 from pathlib import Path
 
 
@@ -24,20 +23,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dicom_node import audit, feedback
-    from dicom_node.audit_cli import schema_missing
-    from dicom_node.config import load_config
-    from dicom_node.db.session import make_engine, make_sessionmaker, transaction
+    from dicom_node.audit_cli import migrated_sessions
+    from dicom_node.db.session import transaction
 
-    config = load_config()
-    url = args.database_url or config.db_url
-    missing = schema_missing(url)
-    if missing:
-        print(f"error: {missing}", file=sys.stderr)
-        return 2
-    engine = make_engine(url)
     actor = f"cli:{getpass.getuser()}"
-    try:
-        with transaction(make_sessionmaker(engine)) as session:
+    with migrated_sessions(args.database_url) as sessions:
+        if sessions is None:
+            return 2
+        with transaction(sessions) as session:
             if args.action == "agreement":
                 report = feedback.agreement_report(feedback.all_reviews(session))
                 audit.record(session, "feedback.agreement", actor=actor)
@@ -46,8 +39,6 @@ def run(args: argparse.Namespace) -> int:
             counts = feedback.export(session, args.out)
             audit.record(session, "feedback.exported", actor=actor, out=str(args.out),
                          **counts)
-    finally:
-        engine.dispose()
     print(f"wrote {args.out}/train.csv ({counts['studies']} studies, {counts['labels']} "
           f"labels), studies.csv, discs.csv ({counts['disc_labels']} disc labels), "
           f"gradings.csv ({counts['discs_graded']} discs)")

@@ -40,21 +40,14 @@ def _password(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from dicom_node.audit_cli import schema_missing
-    from dicom_node.config import load_config
+    from dicom_node.audit_cli import migrated_sessions
     from dicom_node.db.models import User
-    from dicom_node.db.session import make_engine, make_sessionmaker, transaction
+    from dicom_node.db.session import transaction
     from dicom_node.http.auth import add_user
 
-    config = load_config()
-    url = args.database_url or config.db_url
-    missing = schema_missing(url)
-    if missing:
-        print(f"error: {missing}", file=sys.stderr)
-        return 2
-    engine = make_engine(url)
-    try:
-        sessions = make_sessionmaker(engine)
+    with migrated_sessions(args.database_url) as sessions:
+        if sessions is None:
+            return 2
         if args.action == "list":
             with sessions() as session:
                 users = list(session.scalars(select(User).order_by(User.name)))
@@ -74,5 +67,3 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(f"user {args.name} added with role {args.role}")
         return 0
-    finally:
-        engine.dispose()

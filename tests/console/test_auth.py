@@ -3,7 +3,7 @@ DICOMweb routes: accepted for reads, never for STOW-RS."""
 
 from __future__ import annotations
 
-from conftest import csrf_of, sign_in
+from consolekit import csrf_of, sign_in
 from nodekit import write_study
 from sqlalchemy import select
 
@@ -31,7 +31,7 @@ def test_sign_in_sets_a_strict_http_only_session_cookie(node, browserless):
 
 
 def test_secure_cookie_when_the_public_url_is_https(tmp_path, console_db):
-    from conftest import PrefixProxy, console_config
+    from consolekit import PrefixProxy, console_config
     from fastapi.testclient import TestClient
 
     from dicom_node.db.session import make_engine, make_sessionmaker

@@ -20,7 +20,7 @@ from pathlib import Path
 import _harness
 import pydicom
 import pytest
-from conftest import PASSWORDS, add_users
+from consolekit import PASSWORDS, add_users
 from sqlalchemy import select
 
 from dicom_node.db.models import Delivery, Job, ReportVersion, Study

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import csrf_of, sign_in
+from consolekit import csrf_of, sign_in
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 from test_reviews import UID, _findings_doc

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORDS, PrefixProxy, console_config, csrf_of
+from consolekit import PASSWORDS, PrefixProxy, console_config, csrf_of
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 

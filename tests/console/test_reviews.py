@@ -9,7 +9,7 @@ import json
 
 import httpx
 import pytest
-from conftest import csrf_of, sign_in
+from consolekit import csrf_of, sign_in
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 

@@ -132,6 +132,7 @@ def test_stow_out_to_another_node(tmp_path, node_config, sessions):
         uid, job_id, n = _finished_job(tmp_path, config, sessions)
         [delivery_id] = _create(sessions, config, job_id)
         assert deliver(sessions, config, delivery_id) == "delivered"
+        receiver.indexer.flush()  # the receiver answered from its spool; its index follows
         with receiver.sessions() as s:
             assert len(list(s.scalars(select(Instance).where(Instance.source == "stow")))) == n
         bad = node_config.replace(destinations=parse_destinations(url), destination_token="no")

@@ -38,22 +38,23 @@ def _config(data_dir: Path, **changes: object) -> NodeConfig:
 
 
 @contextlib.contextmanager
-def _running(config: NodeConfig) -> Iterator[httpx.Client]:
+def _running(config: NodeConfig) -> Iterator[tuple[httpx.Client, Node]]:
     node = Node(config, scheduler=False)
     node.start()
     try:
         wait_port(config.http_port)
         with httpx.Client(base_url=f"http://127.0.0.1:{config.http_port}", timeout=30,
                           headers={"Authorization": f"Bearer {TOKEN}"}) as client:
-            yield client
+            yield client, node
     finally:
         node.stop()
 
 
-def _stow(client: httpx.Client, files: list[Path]) -> None:
+def _stow(client: httpx.Client, node: Node, files: list[Path]) -> None:
     body, ctype = build([f.read_bytes() for f in files], "application/dicom")
     response = client.post("/dicomweb/studies", content=body, headers={"Content-Type": ctype})
     assert response.status_code == 200, response.text
+    node.indexer.flush()  # answered from the spool; searches see it once indexed
 
 
 class Stored:
@@ -80,7 +81,7 @@ def stored(request: pytest.FixtureRequest,
         if request.param == "postgresql":
             url = stack.enter_context(_harness.throwaway_database(prefix="lumbar_node_test_"))
         config = _config(tmp / "data", database_url=url)
-        client = stack.enter_context(_running(config))
+        client, node = stack.enter_context(_running(config))
         studies: dict[str, str] = {}
         series: dict[str, list[str]] = {}
         for name, patient, pname, date, time, extra in (
@@ -94,7 +95,7 @@ def stored(request: pytest.FixtureRequest,
             for modality in extra:
                 files += write_series(tmp / name / "extra", uid, "ax_t2", 1,
                                       description="CT SCOUT", modality=modality, **attrs)
-            _stow(client, files)
+            _stow(client, node, files)
             studies[name] = uid
             series[name] = [str(f) for f in files]
         yield Stored(client, f"http://127.0.0.1:{config.http_port}/dicomweb", studies, series)
@@ -306,8 +307,8 @@ def test_links_use_the_public_base_url_or_trusted_proxy_headers(
         tmp_path: Path, setting: dict, headers: dict, root: str) -> None:
     config = _config(tmp_path / "data", **setting)
     uid, files = write_study(tmp_path / "s", roles=("sag_t2",), n=1)
-    with _running(config) as client:
-        _stow(client, files)
+    with _running(config) as (client, node):
+        _stow(client, node, files)
         meta = client.get(f"/dicomweb/studies/{uid}/metadata", headers=headers).json()
         uri = meta[0]["7FE00010"]["BulkDataURI"]
         assert uri.startswith(f"{root}/dicomweb/studies/{uid}/series/")

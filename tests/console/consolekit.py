@@ -1,0 +1,75 @@
+"""Helpers of the review console tests (kept out of conftest.py so test modules import them
+by a name no other test folder uses): users and their passwords, signing in through the real
+form, a console node configuration, and a reverse proxy's path prefix."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import _harness
+import httpx
+
+from dicom_node.config import NodeConfig, load_config
+from dicom_node.db import migrate
+from dicom_node.db.session import make_engine, make_sessionmaker, transaction
+from dicom_node.http.auth import add_user
+
+PASSWORDS = {"rad": "rad-password-1", "boss": "boss-password-1"}
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_of(html: str) -> str:
+    match = _CSRF.search(html)
+    assert match, "page has no CSRF field"
+    return match.group(1)
+
+
+def sign_in(client: httpx.Client, name: str, password: str | None = None) -> httpx.Response:
+    page = client.get("/ui/login")
+    return client.post("/ui/login", data={
+        "username": name, "password": PASSWORDS.get(name, "") if password is None else password,
+        "csrf_token": csrf_of(page.text), "next": "/ui/"})
+
+
+def console_config(tmp_path: Path, **overrides: object) -> NodeConfig:
+    config = load_config(env={}, data_dir=tmp_path / "data", allowed_callers="PACS",
+                         dimse_host="127.0.0.1", dimse_port=_harness.free_port(),
+                         http_host="127.0.0.1", http_port=_harness.free_port(),
+                         settle_seconds=0.3, study_timeout_seconds=2.0,
+                         api_token="secret-token", **overrides)
+    migrate.upgrade(config.db_url)
+    add_users(config.db_url)
+    return config
+
+
+def add_users(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            add_user(session, "rad", "radiologist", PASSWORDS["rad"], actor="test")
+            add_user(session, "boss", "admin", PASSWORDS["boss"], actor="test")
+    finally:
+        engine.dispose()
+
+
+class PrefixProxy:
+    """What a reverse proxy serving the node at `<prefix>/` does to paths: strips the
+    prefix before the node sees the request, and answers 404 for anything outside it, so a
+    link the console builds without the prefix fails as it would in a browser."""
+
+    def __init__(self, app: Any, prefix: str) -> None:
+        self.app, self.prefix = app, prefix
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and not path.startswith(self.prefix + "/"):
+            from starlette.responses import PlainTextResponse
+
+            await PlainTextResponse("not behind the proxy prefix", 404)(scope, receive, send)
+            return
+        if scope["type"] == "http":
+            scope = {**scope, "path": path[len(self.prefix):],
+                     "raw_path": path[len(self.prefix):].encode()}
+        await self.app(scope, receive, send)
