@@ -125,6 +125,7 @@ def test_stow_in_and_stow_out(tmp_path, node_config, redis_prefix, start_worker,
                        timeout=120)
         assert r.status_code in (200, 202), r.text
         wait_for(_delivered(node, uid), 400, "results delivered", interval=1.0)
+        receiver.indexer.flush()  # the receiver answered from its spool; its index follows
         with httpx.Client(base_url=url, headers={"Authorization": "Bearer receiver-token"}) as c:
             series = c.get(f"/studies/{uid}/series").json()
     finally:
