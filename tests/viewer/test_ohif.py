@@ -148,6 +148,11 @@ def test_tracking_mode_shows_seg_every_finding_and_the_key_image(served, page):
     for label in expected:
         assert re.match(r"L\d-(L\d|S1) ((left|right) )?(canal|foramen|subarticular): ", label)
     assert not [m for m in page.logs if "No spatial coordinates group found" in m]
+    # the per-level measurement groups draw their first line with OHIF's Length tool
+    drawn = {label.split(" ")[0] for label, _ in measured
+             if str(label).endswith(" level measurements")}
+    assert drawn == {"L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1"}
+    assert not [m for m in page.logs if "Unable to generate tool state" in m]
 
     key = pydicom.dcmread(study.results["keyimage"], stop_before_pixels=True)
     _open(page, "AI lumbar key image", confirm=False)

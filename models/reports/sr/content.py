@@ -24,7 +24,7 @@ item, and otherwise shows only code meanings and numbers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import highdicom as hd
 import numpy as np
@@ -56,6 +56,7 @@ from models.reports.sr.trust import review_suffix, trust_items
 from models.reports.sr.viewers import (
     Outline,
     comment,
+    line_tracking_identifier,
     outline_first,
     viewer_tracking_identifier,
 )
@@ -190,16 +191,19 @@ def level_group(
     notes = [str(w) for w in level_record.get("warnings") or []]
     if not measurements and not notes:
         return None
+    text = f"{level} level measurements"
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=tracking_uid, identifier=f"{level} level measurements"
+            uid=tracking_uid,
+            identifier=line_tracking_identifier(text) if _starts_with_line(measurements)
+            else text,
         ),
         finding_type=LEVEL_MORPHOMETRY,
         algorithm_id=algorithm,
         finding_sites=[hd.sr.FindingSite(LEVEL_CODES[level])],
         measurements=measurements or None,
     )
-    group[0].ContentSequence.append(comment(f"{level} level measurements"))
+    group[0].ContentSequence.append(comment(text))
     for note in notes:
         group[0].ContentSequence.append(
             hd.sr.TextContentItem(
@@ -209,6 +213,16 @@ def level_group(
             )
         )
     return group
+
+
+def _starts_with_line(measurements: Sequence[hd.sr.Measurement]) -> bool:
+    """Whether the first NUM's first SCOORD is a two-point line (what OHIF's Length reads)."""
+    if not measurements or "ContentSequence" not in measurements[0][0]:
+        return False
+    for item in measurements[0][0].ContentSequence:
+        if item.ValueType == "SCOORD":
+            return item.GraphicType == "POLYLINE" and len(item.GraphicData) == 4
+    return False
 
 
 def _roi(roi: Mapping | None, locator: SliceLocator) -> Outline | None:

@@ -29,6 +29,8 @@ CORNERSTONE_TAG: Final = "Cornerstone3DTools@^0.1.0"
 #: the closed-contour tool OHIF hydrates a finding outline into
 OUTLINE_TOOL: Final = "PlanarFreehandROI"
 OUTLINE_PREFIX: Final = f"{CORNERSTONE_TAG}:{OUTLINE_TOOL} "
+#: the line tool OHIF hydrates a measurement line (a two-point POLYLINE) into
+LENGTH_PREFIX: Final = f"{CORNERSTONE_TAG}:Length "
 #: Tracking Identifier is a TEXT item; LO-sized text keeps it readable in every viewer
 MAX_TRACKING = 64 * 4
 
@@ -38,9 +40,15 @@ def viewer_tracking_identifier(text: str) -> str:
     return (OUTLINE_PREFIX + text)[:MAX_TRACKING]
 
 
+def line_tracking_identifier(text: str) -> str:
+    """Tracking identifier of a group whose first NUM carries a measurement line: OHIF then
+    draws that line with its Length tool (the group's other NUMs stay in the SR)."""
+    return (LENGTH_PREFIX + text)[:MAX_TRACKING]
+
+
 def readable_tracking(identifier: str) -> str:
     """The node's own text of a tracking identifier (without the viewer's tool prefix)."""
-    return identifier.removeprefix(OUTLINE_PREFIX)
+    return identifier.removeprefix(OUTLINE_PREFIX).removeprefix(LENGTH_PREFIX)
 
 
 class Outline:
@@ -83,10 +91,12 @@ def comment(text: str) -> hd.sr.TextContentItem:
 
 __all__ = [
     "CORNERSTONE_TAG",
+    "LENGTH_PREFIX",
     "OUTLINE_PREFIX",
     "Outline",
     "outline_first",
     "comment",
+    "line_tracking_identifier",
     "readable_tracking",
     "viewer_tracking_identifier",
 ]
