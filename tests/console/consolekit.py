@@ -4,15 +4,18 @@ form, a console node configuration, and a reverse proxy's path prefix."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import _harness
 import httpx
+from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.config import NodeConfig, load_config
 from dicom_node.db import migrate
+from dicom_node.db.models import Job, ResultObject, Study
 from dicom_node.db.session import make_engine, make_sessionmaker, transaction
 from dicom_node.http.auth import add_user
 
@@ -73,3 +76,25 @@ class PrefixProxy:
             scope = {**scope, "path": path[len(self.prefix):],
                      "raw_path": path[len(self.prefix):].encode()}
         await self.app(scope, receive, send)
+
+
+def add_analysed_study(sessions: sessionmaker[Session], uid: str, document: dict,
+                       folder: Path, patient_id: str = "P1",
+                       sr_sop_uid: str | None = None) -> int:
+    """A processed study whose finished job holds ``document`` as its findings.json (and,
+    with ``sr_sop_uid``, a delivered SR to supersede): the state the console reviews."""
+    path = folder / "findings.json"
+    path.write_text(json.dumps(document))
+    with transaction(sessions) as s:
+        study = Study(study_instance_uid=uid, patient_id=patient_id, calling_ae="PACS",
+                      state="processed", modalities="MR")
+        s.add(study)
+        s.flush()
+        job = Job(study_id=study.id, state="done", result_status="complete")
+        s.add(job)
+        s.flush()
+        s.add(ResultObject(job_id=job.id, kind="findings", path=str(path), sha256="0" * 64))
+        if sr_sop_uid:
+            s.add(ResultObject(job_id=job.id, kind="sr", path=str(folder / "sr.dcm"),
+                               sha256="0" * 64, sop_instance_uid=sr_sop_uid))
+    return job.id

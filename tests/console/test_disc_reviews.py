@@ -6,20 +6,18 @@ grader's own loader) and carried into the corrected report's disc groups."""
 from __future__ import annotations
 
 import csv
-import json
 import os
 import subprocess
 import sys
 
 import pytest
-from consolekit import csrf_of, sign_in
+from consolekit import add_analysed_study, csrf_of, sign_in
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 from test_reviews import UID, _findings_doc
 
 from dicom_node import feedback
-from dicom_node.db.models import Job, ResultObject, Review, Study
-from dicom_node.db.session import transaction
+from dicom_node.db.models import Job, Review
 from dicom_node.review_data import latest_reviews, load_findings
 
 PFIRRMANN_PS = [0.02, 0.08, 0.2, 0.6, 0.1]
@@ -43,18 +41,7 @@ def _document() -> dict:
 
 @pytest.fixture()
 def discs(node, tmp_path) -> int:
-    path = tmp_path / "findings.json"
-    path.write_text(json.dumps(_document()))
-    with transaction(node.sessions) as s:
-        study = Study(study_instance_uid=UID, patient_id="P1", calling_ae="PACS",
-                      state="processed", modalities="MR")
-        s.add(study)
-        s.flush()
-        job = Job(study_id=study.id, state="done", result_status="complete")
-        s.add(job)
-        s.flush()
-        s.add(ResultObject(job_id=job.id, kind="findings", path=str(path), sha256="0" * 64))
-    return job.id
+    return add_analysed_study(node.sessions, UID, _document(), tmp_path)
 
 
 def _review(client, key: str, verdict: str, value: str = "", comment: str = "") -> int:

@@ -6,18 +6,17 @@ in, review, send a corrected report, use the admin pages and sign out."""
 from __future__ import annotations
 
 import html
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from consolekit import PASSWORDS, PrefixProxy, console_config, csrf_of
+from consolekit import PASSWORDS, PrefixProxy, add_analysed_study, console_config, csrf_of
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from dicom_node.db.models import Job, ResultObject, Review, Study
-from dicom_node.db.session import make_engine, make_sessionmaker, transaction
+from dicom_node.db.models import Review
+from dicom_node.db.session import make_engine, make_sessionmaker
 from dicom_node.http.app import create_app
 
 PREFIX = "/lumbar"
@@ -37,18 +36,8 @@ def proxied(tmp_path: Path, console_db: str) -> Iterator[tuple[TestClient, objec
                             public_base_url=f"https://pacs.example.org{PREFIX}/")
     engine = make_engine(config.db_url)
     sessions = make_sessionmaker(engine)
-    findings = tmp_path / "findings.json"
-    findings.write_text(json.dumps({**_findings_doc(), "study_instance_uid": UID}))
-    with transaction(sessions) as s:
-        study = Study(study_instance_uid=UID, patient_id="P2", calling_ae="PACS",
-                      state="processed", modalities="MR")
-        s.add(study)
-        s.flush()
-        job = Job(study_id=study.id, state="done", result_status="complete")
-        s.add(job)
-        s.flush()
-        s.add(ResultObject(job_id=job.id, kind="findings", path=str(findings),
-                           sha256="0" * 64))
+    add_analysed_study(sessions, UID, {**_findings_doc(), "study_instance_uid": UID},
+                       tmp_path, patient_id="P2")
     app = PrefixProxy(create_app(config, sessions), PREFIX)
     try:
         # paths are given whole, as a browser follows them: the proxy sees them as they are

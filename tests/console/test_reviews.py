@@ -5,25 +5,20 @@ queued through the outbox, the append-only guard."""
 from __future__ import annotations
 
 import csv
-import json
 
 import httpx
 import pytest
-from consolekit import csrf_of, sign_in
+from consolekit import add_analysed_study, csrf_of, sign_in
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from dicom_node import feedback
 from dicom_node.db.models import (
     AuditEvent,
-    Job,
     OutboxMessage,
     ReportVersion,
-    ResultObject,
     Review,
-    Study,
 )
-from dicom_node.db.session import transaction
 from dicom_node.tasks import CORRECTED_REPORT
 from lumbar_common.vocabulary import finding_keys
 
@@ -57,20 +52,8 @@ def _findings_doc() -> dict:
 
 @pytest.fixture()
 def analysed(node, config, tmp_path):
-    path = tmp_path / "findings.json"
-    path.write_text(json.dumps(_findings_doc()))
-    with transaction(node.sessions) as s:
-        study = Study(study_instance_uid=UID, patient_id="P1", calling_ae="PACS",
-                      state="processed", modalities="MR")
-        s.add(study)
-        s.flush()
-        job = Job(study_id=study.id, state="done", result_status="complete")
-        s.add(job)
-        s.flush()
-        s.add(ResultObject(job_id=job.id, kind="findings", path=str(path), sha256="0" * 64))
-        s.add(ResultObject(job_id=job.id, kind="sr", path=str(tmp_path / "sr.dcm"),
-                           sha256="0" * 64, sop_instance_uid="2.25.1"))
-    return job.id
+    return add_analysed_study(node.sessions, UID, _findings_doc(), tmp_path,
+                              sr_sop_uid="2.25.1")
 
 
 def _review(client: httpx.Client, key: str, verdict: str, value: str = "",
