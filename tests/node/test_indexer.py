@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -23,7 +22,6 @@ from test_ingest_index import _encode, _rows, _spool_state
 
 from dicom_node.config import NodeConfig
 from dicom_node.db.models import AuditEvent, Series, Study
-from dicom_node.db.session import make_engine, make_sessionmaker
 from dicom_node.dimse.part10 import part10
 from dicom_node.http.multipart import build
 from dicom_node.indexer import Indexer
@@ -149,46 +147,6 @@ def test_sweep_indexes_spooled_files_without_a_row(node_config, db_sessions) -> 
         assert s.scalar(select(Study.instance_count)) == 3
         assert s.scalar(select(Study.calling_ae)) == "PACS"
     assert _count(sessions, AuditEvent.id, AuditEvent.event_type == "instance.stored") == 3
-
-
-@pytest.fixture()
-def pg_spool_first(node_config: NodeConfig, own_pg_url: str):
-    engine = make_engine(own_pg_url)
-    sessions = make_sessionmaker(engine)
-    indexer = Indexer(sessions, InstanceIndex(node_config.max_instances_per_study)).start()
-    yield Ingestor(node_config.replace(database_url=own_pg_url), sessions, indexer), sessions
-    indexer.stop()
-    engine.dispose()
-
-
-def test_same_instance_from_many_senders_at_once(pg_spool_first, node_config) -> None:
-    ingestor, sessions = pg_spool_first
-    study, series, sop = generate_uid(UID_ROOT), generate_uid(UID_ROOT), generate_uid(UID_ROOT)
-    copies = [_encode(study, series, 0, sop_uid=sop, patient_id=f"P{i}") for i in range(8)]
-    with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda d: ingestor.store(d, source="dimse"), copies))
-    assert sum(not r.duplicate for r in results) == 1
-    ingestor.indexer.flush()
-    rows = _rows(sessions)
-    files, staged = _spool_state(node_config.spool)
-    assert len(rows) == 1 and len(files) == 1 and staged == []
-    assert hashlib.sha256(files[0].read_bytes()).hexdigest() == rows[0].sha256
-
-
-def test_many_studies_from_many_senders_in_few_commits(pg_spool_first) -> None:
-    ingestor, sessions = pg_spool_first
-    studies = [(generate_uid(UID_ROOT), generate_uid(UID_ROOT)) for _ in range(4)]
-    data = [_encode(st, se, i) for st, se in studies for i in range(12)]
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda d: ingestor.store(d, source="dimse", ae_title="PACS"), data))
-    ingestor.indexer.flush()
-    with sessions() as s:
-        assert sorted(s.scalars(select(Study.instance_count))) == [12] * 4
-        assert sorted(s.scalars(select(Series.instance_count))) == [12] * 4
-    assert len(_rows(sessions)) == 48
-    assert _count(sessions, AuditEvent.id, AuditEvent.event_type == "instance.stored") == 48
-    assert _count(sessions, AuditEvent.id,
-                  AuditEvent.event_type == "study.first_instance") == 4
 
 
 def test_stow_past_the_spool_bound_is_503_and_writes_nothing(node_config: NodeConfig,

@@ -21,7 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node.config import NodeConfig
 from dicom_node.db.models import AuditEvent, Instance, Series, Study
 from dicom_node.db.session import make_engine, make_sessionmaker
+from dicom_node.indexer import Indexer
 from dicom_node.ingest import OUT_OF_RESOURCES, IngestError, Ingestor
+from dicom_node.instance_index import InstanceIndex
 
 
 def _encode(study_uid: str, series_uid: str, index: int, *, sop_uid: str | None = None,
@@ -137,15 +139,25 @@ def test_result_objects_do_not_count_as_received(node_config: NodeConfig, db_ses
     assert flags == [False, True]
 
 
-@pytest.fixture()
-def pg_ingestor(node_config: NodeConfig, own_pg_url: str):
-    from dicom_node.db import migrate
-
-    migrate.upgrade(own_pg_url)
+@pytest.fixture(params=["indexed before the answer", "spool first"])
+def pg_ingestor(request: pytest.FixtureRequest, node_config: NodeConfig, own_pg_url: str):
+    """An ingestor on PostgreSQL both ways the node runs one: indexing on the caller's thread
+    (workers storing results, pull) and answering from the spool with a batch index writer
+    (receivers). Tests call ``_indexed`` before reading rows."""
     engine = make_engine(own_pg_url)
     sessions = make_sessionmaker(engine)
-    yield Ingestor(node_config.replace(database_url=own_pg_url), sessions), sessions
+    indexer = None
+    if request.param == "spool first":
+        indexer = Indexer(sessions, InstanceIndex(node_config.max_instances_per_study)).start()
+    yield Ingestor(node_config.replace(database_url=own_pg_url), sessions, indexer), sessions
+    if indexer is not None:
+        indexer.stop()
     engine.dispose()
+
+
+def _indexed(ingestor: Ingestor) -> None:
+    if ingestor.indexer is not None:
+        ingestor.indexer.flush()
 
 
 def test_same_instance_from_many_senders_at_once(pg_ingestor, node_config: NodeConfig) -> None:
@@ -155,6 +167,7 @@ def test_same_instance_from_many_senders_at_once(pg_ingestor, node_config: NodeC
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda d: ingestor.store(d, source="dimse"), copies))
     assert sum(not r.duplicate for r in results) == 1
+    _indexed(ingestor)
     rows = _rows(sessions)
     files, staged = _spool_state(node_config.spool)
     assert len(rows) == 1 and len(files) == 1 and staged == []
@@ -167,6 +180,7 @@ def test_one_new_study_from_many_senders_at_once(pg_ingestor) -> None:
     data = [_encode(study, series, i) for i in range(16)]
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda d: ingestor.store(d, source="dimse", ae_title="PACS"), data))
+    _indexed(ingestor)
     with sessions() as s:
         assert s.scalar(select(func.count(Study.id))) == 1
         assert s.scalar(select(Study.instance_count)) == 16
@@ -174,3 +188,20 @@ def test_one_new_study_from_many_senders_at_once(pg_ingestor) -> None:
         firsts = s.scalar(select(func.count(AuditEvent.id)).where(
             AuditEvent.event_type == "study.first_instance"))
     assert firsts == 1 and len(_rows(sessions)) == 16
+
+
+def test_many_studies_from_many_senders_at_once(pg_ingestor) -> None:
+    ingestor, sessions = pg_ingestor
+    studies = [(generate_uid(UID_ROOT), generate_uid(UID_ROOT)) for _ in range(4)]
+    data = [_encode(st, se, i) for st, se in studies for i in range(12)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda d: ingestor.store(d, source="dimse", ae_title="PACS"), data))
+    _indexed(ingestor)
+    with sessions() as s:
+        assert sorted(s.scalars(select(Study.instance_count))) == [12] * 4
+        assert sorted(s.scalars(select(Series.instance_count))) == [12] * 4
+    assert len(_rows(sessions)) == 48
+    with sessions() as s:
+        events = dict(s.execute(select(AuditEvent.event_type, func.count(AuditEvent.id))
+                                .group_by(AuditEvent.event_type)).all())
+    assert events["instance.stored"] == 48 and events["study.first_instance"] == 4
