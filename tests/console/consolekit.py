@@ -9,12 +9,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-import _harness
 import httpx
+from nodekit import loopback_config
 from sqlalchemy.orm import Session, sessionmaker
 
-from dicom_node.config import NodeConfig, load_config
-from dicom_node.db import migrate
+from dicom_node.config import NodeConfig
 from dicom_node.db.models import Job, ResultObject, Study
 from dicom_node.db.session import make_engine, make_sessionmaker, transaction
 from dicom_node.http.auth import add_user
@@ -37,12 +36,8 @@ def sign_in(client: httpx.Client, name: str, password: str | None = None) -> htt
 
 
 def console_config(tmp_path: Path, **overrides: object) -> NodeConfig:
-    config = load_config(env={}, data_dir=tmp_path / "data", allowed_callers="PACS",
-                         dimse_host="127.0.0.1", dimse_port=_harness.free_port(),
-                         http_host="127.0.0.1", http_port=_harness.free_port(),
-                         settle_seconds=0.3, study_timeout_seconds=2.0,
-                         api_token="secret-token", **overrides)
-    migrate.upgrade(config.db_url)
+    config = loopback_config(tmp_path / "data", "secret-token", settle_seconds=0.3,
+                             study_timeout_seconds=2.0, **overrides)
     add_users(config.db_url)
     return config
 

@@ -21,6 +21,7 @@ import _harness
 import pydicom
 import pytest
 from consolekit import PASSWORDS, add_users
+from nodekit import segmentation_model_missing
 from sqlalchemy import select
 
 from dicom_node.db.models import Delivery, Job, ReportVersion, Study
@@ -28,16 +29,6 @@ from lumbar_common.vocabulary import GRADES
 
 pytestmark = pytest.mark.slow
 SEED = 11
-
-
-def _model_missing() -> str | None:
-    try:
-        from models.registry import load_card
-
-        load_card("segmentation")
-    except (KeyError, FileNotFoundError, ValueError) as exc:
-        return f"no registered segmentation model: {exc}"
-    return None
 
 
 def _delivered(stack: _harness.Stack, uid: str):
@@ -66,7 +57,8 @@ def _srs(pacs: _harness.Storescp) -> dict[str, pydicom.Dataset]:
     return found
 
 
-@pytest.mark.skipif(_model_missing() is not None, reason=str(_model_missing()))
+@pytest.mark.skipif(segmentation_model_missing() is not None,
+                    reason=str(segmentation_model_missing()))
 def test_radiologist_corrects_a_finding_and_the_pacs_gets_a_new_sr_version(
         tmp_path, synth_study, chromium_browser):
     folder = synth_study(seed=SEED, matrix=128)

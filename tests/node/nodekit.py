@@ -16,6 +16,31 @@ import _harness
 from load import UID_ROOT, write_series
 from pydicom.uid import generate_uid
 
+from dicom_node.config import NodeConfig, load_config
+from dicom_node.db import migrate
+
+
+def loopback_config(data_dir: Path, api_token: str, **changes: object) -> NodeConfig:
+    """A node on free loopback ports that accepts AE ``PACS`` and the bearer ``api_token``,
+    its database migrated; ``changes`` are further settings."""
+    config = load_config(
+        env={}, data_dir=data_dir, allowed_callers="PACS", dimse_host="127.0.0.1",
+        dimse_port=_harness.free_port(), http_host="127.0.0.1", http_port=_harness.free_port(),
+        api_token=api_token, **changes)
+    migrate.upgrade(config.db_url)
+    return config
+
+
+def segmentation_model_missing() -> str | None:
+    """Why the whole-pipeline tests cannot run (no registered segmentation model), or None."""
+    try:
+        from models.registry import load_card
+
+        load_card("segmentation")
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        return f"no registered segmentation model: {exc}"
+    return None
+
 
 def wait_port(port: int, timeout: float = 15.0) -> None:
     _harness.wait_for(lambda: _harness.port_open(port), timeout,

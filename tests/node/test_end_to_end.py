@@ -14,7 +14,7 @@ import httpx
 import pydicom
 import pytest
 from _harness import free_port, wait_for
-from nodekit import Storescp, storescu, wait_port
+from nodekit import Storescp, segmentation_model_missing, storescu, wait_port
 from pynetdicom import sop_class as sc
 from sqlalchemy import select
 
@@ -24,19 +24,8 @@ from dicom_node.db.models import AuditEvent, Delivery, Finding, Job, Study
 from dicom_node.http.multipart import build
 from dicom_node.serve import Node
 
-
-def _model_missing() -> str | None:
-    try:
-        from models.registry import load_card
-
-        load_card("segmentation")
-    except (KeyError, FileNotFoundError, ValueError) as exc:
-        return f"no registered segmentation model: {exc}"
-    return None
-
-
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(_model_missing() is not None,
-                                                   reason=str(_model_missing()))]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(segmentation_model_missing() is not None,
+                                                   reason=str(segmentation_model_missing()))]
 SEED = 11
 
 

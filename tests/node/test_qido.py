@@ -15,10 +15,9 @@ import _harness
 import httpx
 import pytest
 from load import write_series
-from nodekit import wait_port, write_study
+from nodekit import loopback_config, wait_port, write_study
 
 from dicom_node.config import NodeConfig, load_config
-from dicom_node.db import migrate
 from dicom_node.http.multipart import build
 from dicom_node.serve import Node
 
@@ -29,12 +28,7 @@ MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
 
 
 def _config(data_dir: Path, **changes: object) -> NodeConfig:
-    config = load_config(
-        env={}, data_dir=data_dir, allowed_callers="PACS", dimse_host="127.0.0.1",
-        dimse_port=_harness.free_port(), http_host="127.0.0.1", http_port=_harness.free_port(),
-        api_token=TOKEN, **changes)
-    migrate.upgrade(config.db_url)
-    return config
+    return loopback_config(data_dir, TOKEN, **changes)
 
 
 @contextlib.contextmanager

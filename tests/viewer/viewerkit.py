@@ -16,13 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import _harness
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node"))
-from nodekit import wait_port
+from nodekit import loopback_config, wait_port
 
-from dicom_node.config import NodeConfig, load_config
-from dicom_node.db import migrate
+from dicom_node.config import NodeConfig
 from dicom_node.serve import Node
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,12 +54,7 @@ def analyse(synth_dir: Path, out: Path) -> Analysed:
 
 def config_for(data_dir: Path, **changes: object) -> NodeConfig:
     changes.setdefault("viewer_dir", str(OHIF_DIR))
-    config = load_config(
-        env={}, data_dir=data_dir, allowed_callers="PACS", dimse_host="127.0.0.1",
-        dimse_port=_harness.free_port(), http_host="127.0.0.1", http_port=_harness.free_port(),
-        api_token=TOKEN, **changes)
-    migrate.upgrade(config.db_url)
-    return config
+    return loopback_config(data_dir, TOKEN, **changes)
 
 
 @contextlib.contextmanager
