@@ -10,7 +10,6 @@ while the broker is down, and then says so.
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -21,21 +20,20 @@ from dicom_node import audit
 from dicom_node.config import NodeConfig, redact_url
 from dicom_node.db.models import Delivery, Job, OutboxMessage, Study
 from dicom_node.db.session import transaction
-from dicom_node.http.ui.common import Console, admin, client_ip, form_checked, link, render
+from dicom_node.http.ui.common import (
+    Console,
+    admin,
+    client_ip,
+    form_checked,
+    form_time,
+    link,
+    render,
+)
 from dicom_node.review_data import iso
 
 INSPECT_TIMEOUT_S = 1.0
 SECRET_FIELDS = ("api_token", "destination_token")
 URL_FIELDS = ("database_url", "broker_url", "result_backend")
-
-
-def _time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise HTTPException(400, f"not an ISO time: {text!r}") from None
 
 
 def redacted_config(config: NodeConfig) -> list[tuple[str, str]]:
@@ -127,7 +125,7 @@ def router(console: Console) -> APIRouter:
             rows = audit.as_dicts(audit.query(
                 session, study_uid=study or None, patient_id=patient_id or None,
                 ae_title=ae_title or None, event_type=event_type or None,
-                since=_time(since), until=_time(until), limit=limit))
+                since=form_time(since), until=form_time(until), limit=limit))
             audit.record(session, "audit.queried", actor=who.name, ip=client_ip(request),
                          study_uid=study or None, filters=filters, rows=len(rows),
                          format=format)

@@ -12,6 +12,7 @@ under `https://host/lumbar/`, a bare `/ui/...` would leave the node's prefix.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -52,6 +53,17 @@ def base_path(config: NodeConfig, request: Request) -> str:
 def link(console: Console, request: Request, path: str) -> str:
     """`path` on this node (`/ui/...`) as a browser must ask for it."""
     return base_path(console.config, request) + path
+
+
+def form_time(text: str | None, expected: str = "an ISO time") -> datetime | None:
+    """A filter field's time: empty means no filter; anything that is not ISO 8601 is a 400
+    that says what was expected, never a silently ignored filter."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise HTTPException(400, f"not {expected}: {text!r}") from None
 
 
 def client_ip(request: Request) -> str:

@@ -4,15 +4,13 @@ radiologists has fallen below AGREEMENT_FLOOR."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
 from dicom_node import feedback
 from dicom_node.db.models import Delivery, Study
-from dicom_node.http.ui.common import Console, render, user, viewed
+from dicom_node.http.ui.common import Console, form_time, render, user, viewed
 from dicom_node.review_data import (
     STATUSES,
     analysis_job,
@@ -26,15 +24,6 @@ from dicom_node.review_data import (
 MAX_ROWS = 200
 
 
-def _day(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise HTTPException(400, f"not a date: {text!r} (YYYY-MM-DD)") from None
-
-
 def router(console: Console) -> APIRouter:
     api = APIRouter()
 
@@ -44,7 +33,7 @@ def router(console: Console) -> APIRouter:
         who = user(console, request)
         if status and status not in STATUSES:
             raise HTTPException(400, f"unknown status {status!r}; one of {', '.join(STATUSES)}")
-        start, end = _day(since), _day(until)
+        start, end = (form_time(t, "a date (YYYY-MM-DD)") for t in (since, until))
         rows = []
         with console.sessions() as session:
             stmt = select(Study).order_by(Study.last_received_at.desc()).limit(MAX_ROWS)
