@@ -16,7 +16,6 @@ recorded under a row lock, so a redelivered message cannot deliver the version t
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -51,6 +50,7 @@ from dicom_node.review_data import (
     load_findings,
 )
 from lumbar_common.vocabulary import rsna_key
+from workers.processing import file_sha256
 
 log = logging.getLogger(__name__)
 CORRECTED_SERIES_NUMBER = 9005
@@ -212,7 +212,7 @@ def _write_sr(findings: dict[str, Any], by_sop: dict[str, Path],
               out: Path, study_uid: str, job_id: int, version_id: int) -> Path:
     from models.reports.equipment import contributing_equipment
     from models.reports.sr import build_sr
-    from models.reports.writer import SourceHeaders
+    from models.reports.writer import SourceHeaders, save_dataset
     from models.volume import assemble_series
 
     volumes = []
@@ -231,11 +231,7 @@ def _write_sr(findings: dict[str, Any], by_sop: dict[str, Path],
         previous_versions=[pydicom.dcmread(p, stop_before_pixels=True) for p in previous])
     sr.SeriesDescription = CORRECTED_DESCRIPTION
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "sr.dcm"
-    tmp = out / ".sr.dcm.tmp"
-    sr.save_as(tmp, enforce_file_format=True)
-    tmp.replace(path)
-    return path
+    return save_dataset(sr, out / "sr.dcm")
 
 
 def _record(sessions: sessionmaker[Session], config: NodeConfig, version_id: int,
@@ -260,9 +256,9 @@ def _record(sessions: sessionmaker[Session], config: NodeConfig, version_id: int
         session.add(ResultObject(job_id=job.id, kind="sr", sop_class_uid=str(ds.SOPClassUID),
                                  sop_instance_uid=str(ds.SOPInstanceUID),
                                  series_instance_uid=str(ds.SeriesInstanceUID),
-                                 path=str(sr_path), sha256=_sha256(sr_path)))
+                                 path=str(sr_path), sha256=file_sha256(sr_path)))
         session.add(ResultObject(job_id=job.id, kind="findings", path=str(findings_path),
-                                 sha256=_sha256(findings_path)))
+                                 sha256=file_sha256(findings_path)))
         for obj in carried:  # the unchanged SEG, key image and KOS travel with it
             session.add(ResultObject(job_id=job.id, kind=obj.kind,
                                      sop_class_uid=obj.sop_class_uid,
@@ -279,10 +275,6 @@ def _record(sessions: sessionmaker[Session], config: NodeConfig, version_id: int
                      requested_by=version.requested_by)
         create_deliveries(session, config, job, study)
     return "built"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _json(document: dict[str, Any]) -> str:

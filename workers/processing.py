@@ -224,7 +224,7 @@ def _record(sessions: sessionmaker[Session], config: NodeConfig, job_id: int, at
             sop_class, sop_uid, series_uid = dicom_meta.get(kind, (None, None, None))
             session.add(ResultObject(job_id=job_id, kind=kind[:16], sop_class_uid=sop_class,
                                      sop_instance_uid=sop_uid, series_instance_uid=series_uid,
-                                     path=str(path), sha256=_sha256(path)))
+                                     path=str(path), sha256=file_sha256(path)))
         superseded = job.superseded_by is not None
         if study.state == "queued" and not superseded:
             study.state = "processed"
@@ -254,7 +254,7 @@ def _record(sessions: sessionmaker[Session], config: NodeConfig, job_id: int, at
     return "done"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -136,7 +136,7 @@ def write_results(
     )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return {name: _save(ds, out_dir / f"{name}.dcm") for name, ds in objects.items()}
+    return {name: save_dataset(ds, out_dir / f"{name}.dcm") for name, ds in objects.items()}
 
 
 def _labels_volume(anatomy: StudyAnatomy) -> Volume:
@@ -167,7 +167,7 @@ def _key_slice(anatomy: StudyAnatomy) -> tuple[Volume, int, np.ndarray | None]:
     raise ValueError(f"no sagittal volume for the key image; have {sorted(anatomy.volumes)}")
 
 
-def _save(ds: Dataset, path: Path) -> Path:
+def save_dataset(ds: Dataset, path: Path) -> Path:
     """Write-then-rename: a crash never leaves a truncated object for delivery to send."""
     tmp = path.with_name(f".{path.name}.tmp")
     ds.save_as(tmp, enforce_file_format=True)
